@@ -1,0 +1,54 @@
+# Two commands do all set-up: `make run` serves the API, `make test` runs the suite.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+FLASK := $(BIN)/flask --app app.main:create_app
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: help venv run serve migrate test lint format typecheck container-test clean
+
+help:
+	@echo "make run              serve the API on http://$(HOST):$(PORT) (SQLite unless DATABASE_URL is set)"
+	@echo "make test             run the whole test suite (PostgreSQL if it answers, and SQLite)"
+	@echo "make lint             ruff (lint + format check) and mypy"
+	@echo "make serve            run the production server (gunicorn) locally"
+	@echo "make container-test   build the image and run both compose stacks on a private Docker engine"
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Python 3.11 is required (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+venv: $(BIN)/.installed
+
+migrate: venv
+	$(FLASK) db upgrade
+
+run: migrate
+	$(FLASK) run --debug --host $(HOST) --port $(PORT)
+
+serve: migrate
+	$(BIN)/gunicorn --config gunicorn.conf.py "app.main:create_app()"
+
+test: venv
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: venv
+	$(BIN)/mypy
+
+container-test:
+	bash tests/container/run.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache instance

@@ -1,0 +1,29 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app
+from flask.typing import ResponseReturnValue
+from sqlalchemy import text
+
+from ..config import Settings
+from ..db import get_session
+from ..openapi import operation
+from ..schemas import HealthOut, ReadinessOut
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/health")
+@operation("Liveness: the process serves requests", responses={200: HealthOut}, tags=("health",))
+def health() -> ResponseReturnValue:
+    """Never touches the database, so a database outage does not restart the API."""
+    settings: Settings = current_app.config["SETTINGS"]
+    return {"status": "ok", "environment": settings.app_env}
+
+
+@bp.get("/health/ready")
+@operation("Readiness: the database answers", responses={200: ReadinessOut}, tags=("health",))
+def ready() -> ResponseReturnValue:
+    get_session().execute(text("SELECT 1"))
+    return {"status": "ok", "database": "ok"}

@@ -1,0 +1,87 @@
+"""The items resource."""
+
+from __future__ import annotations
+
+from flask import Blueprint, url_for
+from flask.typing import ResponseReturnValue
+
+from .. import crud
+from ..db import get_session
+from ..errors import ApiError
+from ..models import Item
+from ..openapi import operation
+from ..schemas import MAX_ID, ItemIn, ItemOut, ItemPage, ItemPatch, ListQuery, encode_cursor
+from .parsing import json_body, query_args
+
+bp = Blueprint("items", __name__, url_prefix="/items")
+
+BODY_ERRORS = (400, 413, 415, 422)
+
+
+def _dump(item: Item) -> dict[str, object]:
+    return ItemOut.model_validate(item).model_dump(mode="json")
+
+
+def _find(item_id: int) -> Item:
+    item = crud.get_item(get_session(), item_id) if item_id <= MAX_ID else None
+    if item is None:
+        raise ApiError(404, f"Item {item_id} does not exist.")
+    return item
+
+
+@bp.get("")
+@operation("List items, newest first", query=ListQuery, responses={200: ItemPage}, errors=(422,), tags=("items",))
+def list_items() -> ResponseReturnValue:
+    query = query_args(ListQuery)
+    items, more = crud.list_items(get_session(), limit=query.limit, before_id=query.before_id)
+    next_cursor = encode_cursor(items[-1].id) if more else None
+    return {"items": [_dump(item) for item in items], "next_cursor": next_cursor}
+
+
+@bp.post("")
+@operation(
+    "Create an item",
+    body=ItemIn,
+    responses={201: ItemOut},
+    errors=BODY_ERRORS,
+    headers={201: {"Location": "URL of the new item."}},
+    tags=("items",),
+)
+def create_item() -> ResponseReturnValue:
+    data = json_body(ItemIn)
+    session = get_session()
+    item = crud.create_item(session, title=data.title, description=data.description)
+    session.commit()
+    return _dump(item), 201, {"Location": url_for("items.get_item", item_id=item.id)}
+
+
+@bp.get("/<int:item_id>")
+@operation("Get an item", responses={200: ItemOut}, errors=(404,), tags=("items",))
+def get_item(item_id: int) -> ResponseReturnValue:
+    return _dump(_find(item_id))
+
+
+@bp.patch("/<int:item_id>")
+@operation(
+    "Change some fields of an item",
+    body=ItemPatch,
+    responses={200: ItemOut},
+    errors=(404, *BODY_ERRORS),
+    tags=("items",),
+)
+def update_item(item_id: int) -> ResponseReturnValue:
+    changes = json_body(ItemPatch).changes()
+    session = get_session()
+    item = crud.update_item(session, _find(item_id), changes)
+    session.commit()
+    return _dump(item)
+
+
+@bp.delete("/<int:item_id>")
+@operation("Delete an item", responses={204: None}, errors=(404,), tags=("items",))
+def delete_item(item_id: int) -> ResponseReturnValue:
+    session = get_session()
+    if item_id > MAX_ID or not crud.delete_item(session, item_id):
+        raise ApiError(404, f"Item {item_id} does not exist.")
+    session.commit()
+    return "", 204

@@ -1,0 +1,204 @@
+"""Settings, read once from the environment and cast strictly.
+
+This is the only module that reads ``os.environ``. A bad value is a start-up
+error that names the variable, never a silent default.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+ENVIRONMENTS = ("local", "test", "production")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MIN_SECRET_KEY_LENGTH = 32
+SQLITE_FILENAME = "items.db"
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+def _raw(source: Mapping[str, object], name: str) -> object | None:
+    value = source.get(name)
+    if isinstance(value, str) and value.strip() == "":
+        return None
+    return value
+
+
+def _string(source: Mapping[str, object], name: str, default: str) -> str:
+    value = _raw(source, name)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, got {value!r}")
+    return value.strip()
+
+
+def _choice(source: Mapping[str, object], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _string(source, name, default)
+    normalized = value.upper() if choices == LOG_LEVELS else value.lower()
+    if normalized not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return normalized
+
+
+def _bool(source: Mapping[str, object], name: str, default: bool) -> bool:
+    value = _raw(source, name)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{name} is not a valid boolean: {value!r} (use true/false, 1/0, yes/no, on/off)")
+
+
+def _int(source: Mapping[str, object], name: str, default: int, minimum: int, maximum: int) -> int:
+    value = _raw(source, name)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        raise ConfigError(f"{name} is not a valid integer: {value!r}")
+    if isinstance(value, int):
+        number = value
+    else:
+        text = str(value).strip()
+        if not text.lstrip("-").isdigit() or not text.isascii():
+            raise ConfigError(f"{name} is not a valid integer: {value!r}")
+        number = int(text)
+    if not minimum <= number <= maximum:
+        raise ConfigError(f"{name} must be between {minimum} and {maximum}; got {number}")
+    return number
+
+
+def normalize_database_url(name: str, value: str) -> URL:
+    """Parse a database URL, steering PostgreSQL URLs to the psycopg 3 driver."""
+    try:
+        url = make_url(value)
+    except ArgumentError as exc:
+        raise ConfigError(f"{name} is not a valid database URL") from exc
+    if url.drivername in ("postgres", "postgresql"):
+        url = url.set(drivername="postgresql+psycopg")
+    if url.get_backend_name() not in ("postgresql", "sqlite"):
+        raise ConfigError(f"{name} must be a postgresql:// or sqlite:// URL")
+    return url
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The application's settings; every field maps to one environment variable."""
+
+    app_env: str
+    database_url: URL
+    secret_key: str
+    debug: bool
+    log_level: str
+    max_content_length: int
+    db_pool_size: int
+    db_max_overflow: int
+    db_pool_timeout: int
+    db_connect_timeout: int
+    db_statement_timeout_ms: int
+
+    @property
+    def is_production(self) -> bool:
+        return self.app_env == "production"
+
+    def flask_config(self) -> dict[str, object]:
+        return {
+            "SECRET_KEY": self.secret_key,
+            "DEBUG": self.debug,
+            "MAX_CONTENT_LENGTH": self.max_content_length,
+            "SETTINGS": self,
+        }
+
+
+def load_settings(
+    overrides: Mapping[str, object] | None = None,
+    *,
+    instance_path: str | Path,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build settings from the environment, with ``overrides`` taking precedence."""
+    source: dict[str, object] = dict(os.environ if environ is None else environ)
+    source.update(overrides or {})
+
+    app_env = _choice(source, "APP_ENV", "local", ENVIRONMENTS)
+    production = app_env == "production"
+
+    raw_url = _string(source, "DATABASE_URL", "")
+    if raw_url:
+        database_url = normalize_database_url("DATABASE_URL", raw_url)
+    elif production:
+        raise ConfigError("DATABASE_URL must be set when APP_ENV=production")
+    else:
+        database_url = make_url(f"sqlite:///{Path(instance_path) / SQLITE_FILENAME}")
+    if production and database_url.get_backend_name() == "sqlite":
+        raise ConfigError("DATABASE_URL must point to PostgreSQL when APP_ENV=production, not SQLite")
+
+    secret_key = _string(source, "SECRET_KEY", "")
+    if production and len(secret_key) < MIN_SECRET_KEY_LENGTH:
+        raise ConfigError(
+            f"SECRET_KEY must be set to a random value of at least {MIN_SECRET_KEY_LENGTH} "
+            "characters when APP_ENV=production"
+        )
+    if not secret_key:
+        # Outside production a per-process key is fine: nothing signed outlives it.
+        secret_key = secrets.token_hex(32)
+
+    debug = _bool(source, "FLASK_DEBUG", False)
+    if production and debug:
+        raise ConfigError("FLASK_DEBUG must be off when APP_ENV=production")
+
+    return Settings(
+        app_env=app_env,
+        database_url=database_url,
+        secret_key=secret_key,
+        debug=debug,
+        log_level=_choice(source, "LOG_LEVEL", "INFO", LOG_LEVELS),
+        max_content_length=_int(source, "MAX_CONTENT_LENGTH", 1024 * 1024, 1024, 100 * 1024 * 1024),
+        db_pool_size=_int(source, "DB_POOL_SIZE", 5, 1, 100),
+        db_max_overflow=_int(source, "DB_MAX_OVERFLOW", 5, 0, 100),
+        db_pool_timeout=_int(source, "DB_POOL_TIMEOUT", 2, 1, 60),
+        db_connect_timeout=_int(source, "DB_CONNECT_TIMEOUT", 2, 1, 60),
+        db_statement_timeout_ms=_int(source, "DB_STATEMENT_TIMEOUT_MS", 5000, 0, 600_000),
+    )
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Settings of the production HTTP server (gunicorn), read by ``gunicorn.conf.py``."""
+
+    port: int
+    workers: int
+    threads: int
+    timeout: int
+    graceful_timeout: int
+    keepalive: int
+    forwarded_allow_ips: str
+
+
+def load_server_settings(environ: Mapping[str, str] | None = None) -> ServerSettings:
+    source: dict[str, object] = dict(os.environ if environ is None else environ)
+    return ServerSettings(
+        port=_int(source, "PORT", 8000, 1, 65535),
+        workers=_int(source, "WEB_CONCURRENCY", 2, 1, 64),
+        threads=_int(source, "GUNICORN_THREADS", 1, 1, 64),
+        timeout=_int(source, "GUNICORN_TIMEOUT", 30, 1, 3600),
+        graceful_timeout=_int(source, "GUNICORN_GRACEFUL_TIMEOUT", 20, 1, 3600),
+        keepalive=_int(source, "GUNICORN_KEEPALIVE", 5, 0, 3600),
+        forwarded_allow_ips=_string(source, "FORWARDED_ALLOW_IPS", "127.0.0.1"),
+    )

@@ -1,0 +1,96 @@
+"""One error shape for every failure: RFC 9457 ``application/problem+json``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from flask import Flask, Response
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from werkzeug.exceptions import HTTPException
+
+from .request_id import current_request_id
+
+PROBLEM_JSON = "application/problem+json"
+DATABASE_RETRY_AFTER_SECONDS = 2
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error the API reports to the client as a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        errors: Sequence[Mapping[str, Any]] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.errors = errors
+        self.headers = dict(headers or {})
+
+
+def problem(
+    status: int,
+    detail: str,
+    *,
+    errors: Sequence[Mapping[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "request_id": current_request_id(),
+    }
+    if errors is not None:
+        body["errors"] = list(errors)
+    response = Response(orjson.dumps(body), status=status, mimetype=PROBLEM_JSON)
+    response.headers.update(headers or {})
+    return response
+
+
+def _handle_api_error(exc: ApiError) -> Response:
+    return problem(exc.status, exc.detail, errors=exc.errors, headers=exc.headers)
+
+
+def _handle_http_exception(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    # Keep headers such as Allow (405) and Retry-After; the body is ours.
+    headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    return problem(status, exc.description or HTTPStatus(status).description, headers=headers)
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """True for failures that mean "the database cannot be reached right now"."""
+    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError)):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def _handle_unexpected(exc: Exception) -> Response:
+    if is_database_unavailable(exc):
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return problem(
+            503,
+            "The database is unavailable; retry shortly.",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )
+    log.exception("unhandled error")
+    return problem(500, "An unexpected error occurred.")
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(ApiError, _handle_api_error)
+    app.register_error_handler(HTTPException, _handle_http_exception)
+    app.register_error_handler(Exception, _handle_unexpected)

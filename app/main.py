@@ -1,0 +1,33 @@
+"""The application factory: ``flask --app app.main:create_app``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from flask import Flask
+
+from . import db, errors, migrate, openapi, request_id
+from .api import health, items
+from .config import load_settings
+from .json_provider import OrjsonProvider
+
+
+def create_app(config: Mapping[str, object] | None = None) -> Flask:
+    """Build the app. ``config`` overrides environment variables by name (for tests)."""
+    app = Flask(__name__, instance_relative_config=True)
+    settings = load_settings(config, instance_path=app.instance_path)
+    app.config.from_mapping(settings.flask_config())
+    app.json = OrjsonProvider(app)
+    if settings.database_url.get_backend_name() == "sqlite":
+        # The embedded default lives under instance/, which may not exist yet.
+        Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+
+    db.init_app(app, settings)
+    request_id.init_app(app)
+    errors.register_error_handlers(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(items.bp)
+    openapi.init_app(app)
+    migrate.init_app(app)
+    return app

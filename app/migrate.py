@@ -1,0 +1,62 @@
+"""Alembic, driven from the app's own engine: ``flask db upgrade|downgrade|current``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from alembic import command
+from alembic.config import Config
+from flask import Flask
+from flask.cli import AppGroup
+from sqlalchemy import Connection, Engine
+
+from .db import get_database
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    # env.py runs on this connection instead of opening its own.
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    with engine.begin() as connection:
+        command.downgrade(alembic_config(connection), revision)
+
+
+db_cli = AppGroup("db", help="Database schema migrations (Alembic).")
+
+
+@db_cli.command("upgrade")
+@click.argument("revision", default="head")
+def upgrade_command(revision: str) -> None:
+    """Upgrade the schema to REVISION (default: head). Safe to run again."""
+    upgrade(get_database().engine, revision)
+
+
+@db_cli.command("downgrade")
+@click.argument("revision", default="-1")
+def downgrade_command(revision: str) -> None:
+    """Downgrade the schema to REVISION (default: one step back; "base" for empty)."""
+    downgrade(get_database().engine, revision)
+
+
+@db_cli.command("current")
+def current_command() -> None:
+    """Print the schema revision the database is at."""
+    with get_database().engine.connect() as connection:
+        command.current(alembic_config(connection), verbose=False)
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(db_cli)
