@@ -7,7 +7,8 @@ from app.config import load_server_settings
 
 _server = load_server_settings()
 
-bind = f"0.0.0.0:{_server.port}"  # noqa: S104 (inside a container; the proxy is the public edge)
+# All interfaces: inside a container; the reverse proxy is the public edge.
+bind = f"0.0.0.0:{_server.port}"
 workers = _server.workers
 threads = _server.threads
 timeout = _server.timeout

@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy import Connection, Engine
@@ -37,25 +39,38 @@ def downgrade(engine: Engine, revision: str) -> None:
 db_cli = AppGroup("db", help="Database schema migrations (Alembic).")
 
 
+def current_revision(engine: Engine) -> str:
+    """The revision the database is at, marked "(head)" when it is the latest."""
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_heads()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if not current:
+        return "base (empty schema)"
+    return ", ".join(f"{rev} (head)" if rev == head else rev for rev in current)
+
+
 @db_cli.command("upgrade")
 @click.argument("revision", default="head")
 def upgrade_command(revision: str) -> None:
     """Upgrade the schema to REVISION (default: head). Safe to run again."""
-    upgrade(get_database().engine, revision)
+    engine = get_database().engine
+    upgrade(engine, revision)
+    click.echo(f"Database schema at {current_revision(engine)}")
 
 
 @db_cli.command("downgrade")
 @click.argument("revision", default="-1")
 def downgrade_command(revision: str) -> None:
     """Downgrade the schema to REVISION (default: one step back; "base" for empty)."""
-    downgrade(get_database().engine, revision)
+    engine = get_database().engine
+    downgrade(engine, revision)
+    click.echo(f"Database schema at {current_revision(engine)}")
 
 
 @db_cli.command("current")
 def current_command() -> None:
     """Print the schema revision the database is at."""
-    with get_database().engine.connect() as connection:
-        command.current(alembic_config(connection), verbose=False)
+    click.echo(current_revision(get_database().engine))
 
 
 def init_app(app: Flask) -> None:

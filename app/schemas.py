@@ -83,11 +83,17 @@ class ItemIn(_Input):
     description: Description | None = None
 
 
+def _omit_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
 class ItemPatch(_Input):
     """A partial update: at least one field; ``title`` cannot be null."""
 
     # Optional but never null: the default only marks the field as not given.
-    title: Title = Field(default=None, description="Cannot be null.")  # type: ignore[assignment]
+    title: Title = Field(  # type: ignore[assignment]
+        default=None, description="Cannot be null.", json_schema_extra=_omit_default
+    )
     description: Description | None = None
 
     model_config = ConfigDict(json_schema_extra={"minProperties": 1})

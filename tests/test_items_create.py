@@ -63,7 +63,9 @@ def test_create_item_without_a_description_stores_null(client: FlaskClient) -> N
     assert client.post("/items", json={"title": "t"}).get_json()["description"] is None
 
 
-@pytest.mark.parametrize("title", ["a", "é" * 200, "  " + "x" * 200 + "  "], ids=["one-char", "200-multibyte", "200-padded"])
+@pytest.mark.parametrize(
+    "title", ["a", "é" * 200, "  " + "x" * 200 + "  "], ids=["one-char", "200-multibyte", "200-padded"]
+)
 def test_create_item_accepts_titles_of_1_to_200_characters(client: FlaskClient, title: str) -> None:
     response = client.post("/items", json={"title": title})
 

@@ -7,6 +7,7 @@ from typing import TypeVar
 import orjson
 from flask import request
 from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import ApiError
 from ..schemas import field_errors
@@ -14,13 +15,22 @@ from ..schemas import field_errors
 M = TypeVar("M", bound=BaseModel)
 
 
+def _read_body() -> bytes:
+    data = request.get_data(cache=False)
+    # With a Content-Length werkzeug answers 413 itself; a chunked body is cut at the
+    # limit instead, so a body that fills the limit exactly is taken as too large.
+    limit = request.max_content_length
+    if limit is not None and request.content_length is None and len(data) >= limit:
+        raise RequestEntityTooLarge()
+    return data
+
+
 def json_body(model: type[M]) -> M:
     """Validate a JSON object body against ``model``: 415, 400, or 422 otherwise."""
     if request.mimetype != "application/json":
         raise ApiError(415, "The request body must be JSON, sent with Content-Type: application/json.")
     try:
-        # get_data() enforces MAX_CONTENT_LENGTH (413) even without a Content-Length.
-        payload = orjson.loads(request.get_data(cache=False))
+        payload = orjson.loads(_read_body())
     except orjson.JSONDecodeError:
         raise ApiError(400, "The request body is not valid JSON (UTF-8).") from None
     if not isinstance(payload, dict):

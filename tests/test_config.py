@@ -1,0 +1,137 @@
+"""Configuration: strict casts, safe defaults, production refuses unsafe settings."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from app.config import ConfigError, load_server_settings, load_settings
+from app.main import create_app
+
+STRONG_SECRET = "s" * 32
+PG_URL = "postgresql+psycopg://app:pw@db.internal:5432/items"
+
+
+def test_defaults_are_local_with_embedded_sqlite_under_instance(instance_path: Path) -> None:
+    settings = load_settings(instance_path=instance_path, environ={})
+
+    assert settings.app_env == "local"
+    assert settings.database_url.get_backend_name() == "sqlite"
+    assert settings.database_url.database == str(instance_path / "items.db")
+    assert settings.debug is False
+    assert settings.max_content_length == 1024 * 1024
+
+
+def test_the_default_sqlite_database_gets_its_instance_folder() -> None:
+    app = create_app({"APP_ENV": "test", "DATABASE_URL": ""})
+
+    assert Path(app.instance_path).is_dir()
+    assert app.config["SETTINGS"].database_url.database.startswith(app.instance_path)
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql", "postgresql+psycopg"])
+def test_postgresql_urls_use_the_psycopg_3_driver(instance_path: Path, scheme: str) -> None:
+    settings = load_settings(instance_path=instance_path, environ={"DATABASE_URL": f"{scheme}://u:p@h:5432/d"})
+
+    assert settings.database_url.drivername == "postgresql+psycopg"
+    assert settings.database_url.password == "p"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"APP_ENV": "staging"}, "APP_ENV"),
+        ({"FLASK_DEBUG": "maybe"}, "FLASK_DEBUG"),
+        ({"MAX_CONTENT_LENGTH": "1MB"}, "MAX_CONTENT_LENGTH"),
+        ({"MAX_CONTENT_LENGTH": "1.5"}, "MAX_CONTENT_LENGTH"),
+        ({"MAX_CONTENT_LENGTH": "0"}, "MAX_CONTENT_LENGTH"),
+        ({"DB_POOL_SIZE": "-3"}, "DB_POOL_SIZE"),
+        ({"DB_POOL_SIZE": "\uff15"}, "DB_POOL_SIZE"),  # full-width digit five
+        ({"DB_CONNECT_TIMEOUT": "two"}, "DB_CONNECT_TIMEOUT"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"DATABASE_URL": "not a url"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "mysql://u@h/d"}, "DATABASE_URL"),
+    ],
+)
+def test_a_bad_value_is_a_startup_error_naming_the_variable(
+    instance_path: Path, env: dict[str, str], variable: str
+) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        load_settings(instance_path=instance_path, environ=env)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("1", True), ("true", True), ("ON", True), ("no", False), ("0", False)])
+def test_booleans_accept_the_usual_spellings(instance_path: Path, raw: str, expected: bool) -> None:
+    assert load_settings(instance_path=instance_path, environ={"FLASK_DEBUG": raw}).debug is expected
+
+
+def test_overrides_win_over_the_environment(instance_path: Path) -> None:
+    settings = load_settings(
+        {"APP_ENV": "test", "DB_POOL_SIZE": 9}, instance_path=instance_path, environ={"APP_ENV": "local"}
+    )
+
+    assert settings.app_env == "test"
+    assert settings.db_pool_size == 9
+
+
+def test_production_with_safe_settings_starts(instance_path: Path) -> None:
+    settings = load_settings(
+        instance_path=instance_path,
+        environ={"APP_ENV": "production", "DATABASE_URL": PG_URL, "SECRET_KEY": STRONG_SECRET},
+    )
+
+    assert settings.is_production
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"SECRET_KEY": STRONG_SECRET}, "DATABASE_URL"),
+        ({"SECRET_KEY": STRONG_SECRET, "DATABASE_URL": "sqlite:///x.db"}, "DATABASE_URL"),
+        ({"DATABASE_URL": PG_URL}, "SECRET_KEY"),
+        ({"DATABASE_URL": PG_URL, "SECRET_KEY": "short"}, "SECRET_KEY"),
+        ({"DATABASE_URL": PG_URL, "SECRET_KEY": " " * 40}, "SECRET_KEY"),
+        ({"DATABASE_URL": PG_URL, "SECRET_KEY": STRONG_SECRET, "FLASK_DEBUG": "1"}, "FLASK_DEBUG"),
+    ],
+    ids=["no-database", "sqlite", "no-secret", "short-secret", "blank-secret", "debug-on"],
+)
+def test_production_refuses_unsafe_settings(instance_path: Path, env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        load_settings(instance_path=instance_path, environ={"APP_ENV": "production", **env})
+
+
+def test_create_app_refuses_to_build_an_unsafe_production_app() -> None:
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        create_app({"APP_ENV": "production", "DATABASE_URL": PG_URL, "SECRET_KEY": ""})
+
+
+def test_outside_production_a_missing_secret_gets_a_random_one(instance_path: Path) -> None:
+    first = load_settings(instance_path=instance_path, environ={})
+    second = load_settings(instance_path=instance_path, environ={})
+
+    assert len(first.secret_key) >= 32
+    assert first.secret_key != second.secret_key
+
+
+def test_server_settings_default_to_two_workers_on_port_8000() -> None:
+    server = load_server_settings({})
+
+    assert (server.port, server.workers, server.graceful_timeout) == (8000, 2, 20)
+
+
+def test_server_settings_are_cast_strictly() -> None:
+    with pytest.raises(ConfigError, match="WEB_CONCURRENCY"):
+        load_server_settings({"WEB_CONCURRENCY": "many"})
+
+
+def test_env_example_documents_every_setting() -> None:
+    documented = Path(__file__).resolve().parent.parent.joinpath(".env.example").read_text()
+    source = Path(__file__).resolve().parent.parent.joinpath("app", "config.py").read_text()
+    read = set(re.findall(r'_(?:string|choice|bool|int)\(source, "([A-Z_]+)"', source))
+    read |= {"DATABASE_URL", "SECRET_KEY"}
+
+    missing = sorted(name for name in read if f"{name}=" not in documented)
+    assert read
+    assert not missing, f"not in .env.example: {missing}"

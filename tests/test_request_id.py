@@ -1,0 +1,53 @@
+"""Every response carries X-Request-ID."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from flask.testing import FlaskClient
+
+
+def test_a_sane_client_request_id_is_echoed(client: FlaskClient) -> None:
+    response = client.get("/health", headers={"X-Request-ID": "abc-123.DEF:42_x"})
+
+    assert response.headers["X-Request-ID"] == "abc-123.DEF:42_x"
+
+
+def test_a_request_without_an_id_gets_a_new_one(client: FlaskClient) -> None:
+    first = client.get("/health").headers["X-Request-ID"]
+    second = client.get("/health").headers["X-Request-ID"]
+
+    assert re.fullmatch(r"[0-9a-f]{32}", first)
+    assert first != second
+
+
+@pytest.mark.parametrize(
+    "incoming",
+    ["", "has space", "x" * 129, "<script>", "new\\nline", "ünïcode", "a,b"],
+    ids=["empty", "space", "too-long", "markup", "backslash", "non-ascii", "comma"],
+)
+def test_an_insane_client_request_id_is_replaced(client: FlaskClient, incoming: str) -> None:
+    response = client.get("/health", headers={"X-Request-ID": incoming})
+
+    assert response.headers["X-Request-ID"] != incoming
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs"),
+    [
+        ("GET", "/items", {}),
+        ("POST", "/items", {"json": {"title": "t"}}),
+        ("POST", "/items", {"json": {}}),
+        ("GET", "/nowhere", {}),
+        ("PUT", "/items", {}),
+        ("DELETE", "/items/424242", {}),
+    ],
+)
+def test_every_kind_of_response_carries_the_request_id(
+    client: FlaskClient, method: str, path: str, kwargs: dict[str, object]
+) -> None:
+    response = client.open(path, method=method, headers={"X-Request-ID": "trace-me"}, **kwargs)
+
+    assert response.headers["X-Request-ID"] == "trace-me"
