@@ -22,3 +22,6 @@ preload_app = True
 worker_tmp_dir = "/dev/shm"  # noqa: S108 (heartbeat files; /dev/shm avoids disk stalls)
 accesslog = None
 errorlog = "-"
+# No runtime control socket: it would be written under $HOME, which a read-only,
+# non-root container does not have; operators manage the server with signals.
+control_socket_disable = True
