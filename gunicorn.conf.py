@@ -3,9 +3,28 @@
 Run: gunicorn --config gunicorn.conf.py "app.main:create_app()"
 """
 
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from app.config import load_server_settings
 
+if TYPE_CHECKING:
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.workers.base import Worker
+
 _server = load_server_settings()
+
+# Workers share Prometheus metrics through files in this directory. prometheus_client
+# picks its storage when first imported, so it must be in the environment before the
+# app loads. Unset: a private directory, in /dev/shm (RAM) when there is one.
+_shm = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
+_metrics_dir = _server.metrics_dir or Path(tempfile.mkdtemp(prefix="items-api-metrics-", dir=_shm))
+_metrics_dir.mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
 
 # All interfaces: inside a container; the reverse proxy is the public edge.
 bind = f"0.0.0.0:{_server.port}"
@@ -20,8 +39,57 @@ forwarded_allow_ips = _server.forwarded_allow_ips
 # and workers fork with the code already imported.
 preload_app = True
 worker_tmp_dir = "/dev/shm"  # noqa: S108 (heartbeat files; /dev/shm avoids disk stalls)
+# The app logs one line per request itself (app/observability/access.py).
 accesslog = None
 errorlog = "-"
+# gunicorn's own lines go through the app's handler: one format (JSON in production) on stdout.
+logconfig_dict = {
+    "root": {"level": _server.log_level, "handlers": ["app"]},
+    "loggers": {
+        "gunicorn.error": {"level": _server.log_level, "handlers": [], "propagate": True},
+        "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
+        # Alembic announces its plugins at INFO when the app is imported: noise at every start.
+        "alembic.runtime.plugins": {"level": "WARNING"},
+    },
+    "handlers": {"app": {"()": "app.observability.logs.stdout_handler", "log_format": _server.log_format}},
+}
 # No runtime control socket: it would be written under $HOME, which a read-only,
 # non-root container does not have; operators manage the server with signals.
 control_socket_disable = True
+
+
+def on_starting(server: "Arbiter") -> None:
+    """Start the metrics from zero: files left by an earlier run would be added to this one's."""
+    for stale in _metrics_dir.glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server: "Arbiter", worker: "Worker") -> None:
+    """Drop a dead worker's share of the "live" gauges (its counters stay in the totals)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, str(_metrics_dir))
+
+
+def when_ready(server: "Arbiter") -> None:
+    """On SIGTERM, first drain: readiness answers 503 while requests are still served.
+
+    Load balancers (Caddy's health checks, Kubernetes readiness) then stop sending new
+    requests before gunicorn's graceful stop, which finishes those in flight.
+    """
+    graceful_stop = server.handle_term
+
+    def drain_then_stop() -> None:
+        from app.lifecycle import start_draining
+
+        start_draining()
+        server.log.info("SIGTERM: draining for %s s before the graceful stop", _server.drain_seconds)
+        time.sleep(_server.drain_seconds)
+        graceful_stop()
+
+    server.handle_term = drain_then_stop  # type: ignore[method-assign]
+
+
+def on_exit(server: "Arbiter") -> None:
+    if _server.metrics_dir is None:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

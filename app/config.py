@@ -7,17 +7,24 @@ error that names the variable, never a silent default.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from limits import parse_many
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 ENVIRONMENTS = ("local", "test", "production")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("json", "console")
+_GIT_SHA = re.compile(r"[0-9a-f]{7,40}")
 MIN_SECRET_KEY_LENGTH = 32
+DEFAULT_RATE_LIMIT = "600 per minute"
+DEFAULT_RATE_LIMIT_WRITES = "120 per minute"
 SQLITE_FILENAME = "items.db"
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -84,6 +91,25 @@ def _int(source: Mapping[str, object], name: str, default: int, minimum: int, ma
     return number
 
 
+def _log_format(source: Mapping[str, object], app_env: str) -> str:
+    # Machines read production and test logs; people read local ones.
+    return _choice(source, "LOG_FORMAT", "console" if app_env == "local" else "json", LOG_FORMATS)
+
+
+def _optional_path(source: Mapping[str, object], name: str) -> Path | None:
+    value = _string(source, name, "")
+    if value and not Path(value).is_absolute():
+        raise ConfigError(f"{name} must be an absolute path; got {value!r}")
+    return Path(value) if value else None
+
+
+def _git_sha(source: Mapping[str, object]) -> str:
+    value = _string(source, "GIT_SHA", "unknown").lower()
+    if value != "unknown" and not _GIT_SHA.fullmatch(value):
+        raise ConfigError(f"GIT_SHA must be a git commit hash (7 to 40 hex digits); got {value!r}")
+    return value
+
+
 def normalize_database_url(name: str, value: str) -> URL:
     """Parse a database URL, steering PostgreSQL URLs to the psycopg 3 driver."""
     try:
@@ -112,6 +138,19 @@ class Settings:
     db_pool_timeout: int
     db_connect_timeout: int
     db_statement_timeout_ms: int
+    log_format: str = "json"
+    # Reverse proxies in front of the app whose X-Forwarded-For/-Proto are believed (Caddy: 1).
+    trusted_proxy_hops: int = 0
+    git_sha: str = "unknown"
+    # Set by gunicorn.conf.py: workers share metrics through files in this directory.
+    metrics_dir: Path | None = None
+    auth_disabled: bool = False
+    reads_require_auth: bool = False
+    redis_url: str | None = None
+    rate_limit_enabled: bool = True
+    rate_limit: str = DEFAULT_RATE_LIMIT
+    rate_limit_writes: str = DEFAULT_RATE_LIMIT_WRITES
+    cors_origins: tuple[str, ...] = ()
 
     @property
     def is_production(self) -> bool:
@@ -175,7 +214,53 @@ def load_settings(
         db_pool_timeout=_int(source, "DB_POOL_TIMEOUT", 2, 1, 60),
         db_connect_timeout=_int(source, "DB_CONNECT_TIMEOUT", 2, 1, 60),
         db_statement_timeout_ms=_int(source, "DB_STATEMENT_TIMEOUT_MS", 5000, 0, 600_000),
+        log_format=_log_format(source, app_env),
+        trusted_proxy_hops=_int(source, "TRUSTED_PROXY_HOPS", 0, 0, 5),
+        git_sha=_git_sha(source),
+        metrics_dir=_optional_path(source, "PROMETHEUS_MULTIPROC_DIR"),
+        **_security_settings(source, production),
     )
+
+
+def _rate_limit(source: Mapping[str, object], name: str, default: str) -> str:
+    value = _string(source, name, default)
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(f"{name} is not a rate limit like '300 per minute' or '10/second': {value!r}") from None
+    return value
+
+
+def _origins(source: Mapping[str, object]) -> tuple[str, ...]:
+    origins = tuple(o.strip() for o in _string(source, "CORS_ORIGINS", "").split(",") if o.strip())
+    for origin in origins:
+        if origin == "*" or not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise ConfigError(f"CORS_ORIGINS must list origins like https://app.example.com; got {origin!r}")
+    return origins
+
+
+def _security_settings(source: Mapping[str, object], production: bool) -> dict[str, Any]:
+    auth_disabled = _bool(source, "AUTH_DISABLED", False)
+    if production and auth_disabled:
+        raise ConfigError("AUTH_DISABLED must be off when APP_ENV=production")
+    rate_limit_enabled = _bool(source, "RATE_LIMIT_ENABLED", True)
+    redis_url = _string(source, "REDIS_URL", "") or None
+    if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("REDIS_URL must be a redis://, rediss:// or unix:// URL")
+    if production and rate_limit_enabled and redis_url is None:
+        raise ConfigError(
+            "REDIS_URL must be set when APP_ENV=production, so rate limits hold across workers "
+            "(or set RATE_LIMIT_ENABLED=false)"
+        )
+    return {
+        "auth_disabled": auth_disabled,
+        "reads_require_auth": _bool(source, "READS_REQUIRE_AUTH", False),
+        "redis_url": redis_url,
+        "rate_limit_enabled": rate_limit_enabled,
+        "rate_limit": _rate_limit(source, "RATE_LIMIT", DEFAULT_RATE_LIMIT),
+        "rate_limit_writes": _rate_limit(source, "RATE_LIMIT_WRITES", DEFAULT_RATE_LIMIT_WRITES),
+        "cors_origins": _origins(source),
+    }
 
 
 @dataclass(frozen=True)
@@ -189,6 +274,10 @@ class ServerSettings:
     graceful_timeout: int
     keepalive: int
     forwarded_allow_ips: str
+    drain_seconds: int
+    log_level: str = "INFO"
+    log_format: str = "json"
+    metrics_dir: Path | None = None
 
 
 def load_server_settings(environ: Mapping[str, str] | None = None) -> ServerSettings:
@@ -201,4 +290,8 @@ def load_server_settings(environ: Mapping[str, str] | None = None) -> ServerSett
         graceful_timeout=_int(source, "GUNICORN_GRACEFUL_TIMEOUT", 20, 1, 3600),
         keepalive=_int(source, "GUNICORN_KEEPALIVE", 5, 0, 3600),
         forwarded_allow_ips=_string(source, "FORWARDED_ALLOW_IPS", "127.0.0.1"),
+        drain_seconds=_int(source, "SHUTDOWN_DRAIN_SECONDS", 3, 0, 60),
+        log_level=_choice(source, "LOG_LEVEL", "INFO", LOG_LEVELS),
+        log_format=_log_format(source, _choice(source, "APP_ENV", "local", ENVIRONMENTS)),
+        metrics_dir=_optional_path(source, "PROMETHEUS_MULTIPROC_DIR"),
     )

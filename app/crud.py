@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session
 
-from .models import Item
+from .models import ApiToken, IdempotencyKey, Item
 
 
 def list_items(session: Session, *, limit: int, before_id: int | None = None) -> tuple[Sequence[Item], bool]:
@@ -47,3 +47,64 @@ def delete_item(session: Session, item_id: int) -> bool:
     """Delete by id in one statement; False if there was no such item."""
     result = session.execute(delete(Item).where(Item.id == item_id))
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def create_token(session: Session, *, name: str, scope: str, key_id: str, token_hash: str) -> ApiToken:
+    token = ApiToken(name=name, scope=scope, key_id=key_id, token_hash=token_hash)
+    session.add(token)
+    session.flush()
+    return token
+
+
+def find_token(session: Session, key_id: str) -> ApiToken | None:
+    return session.scalars(select(ApiToken).where(ApiToken.key_id == key_id)).one_or_none()
+
+
+def list_tokens(session: Session) -> Sequence[ApiToken]:
+    return session.scalars(select(ApiToken).order_by(ApiToken.name)).all()
+
+
+def revoke_token(session: Session, name: str) -> bool:
+    """Revoke the named token; False if there is no such active token."""
+    result = session.execute(
+        update(ApiToken)
+        .where(ApiToken.name == name, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def try_lock_idempotency_key(session: Session, lock_id: int) -> bool:
+    """Take a transaction-scoped lock on a key; False if another request holds it.
+
+    PostgreSQL only (advisory locks). SQLite has a single writer, so a second
+    request simply waits for the first and then sees its stored outcome.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    return bool(session.scalar(text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": lock_id}))
+
+
+def find_idempotency_key(session: Session, principal: str, key: str, *, newer_than: datetime) -> IdempotencyKey | None:
+    return session.scalars(
+        select(IdempotencyKey).where(
+            IdempotencyKey.principal == principal,
+            IdempotencyKey.key == key,
+            IdempotencyKey.created_at > newer_than,
+        )
+    ).one_or_none()
+
+
+def save_idempotency_key(session: Session, record: IdempotencyKey) -> None:
+    # An expired record of the same key may still be there until pruned: replace it.
+    session.execute(
+        delete(IdempotencyKey).where(IdempotencyKey.principal == record.principal, IdempotencyKey.key == record.key)
+    )
+    session.add(record)
+    session.flush()
+
+
+def prune_idempotency_keys(session: Session, *, older_than: timedelta) -> int:
+    cutoff = datetime.now(UTC) - older_than
+    result = session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at <= cutoff))
+    return int(result.rowcount)  # type: ignore[attr-defined]

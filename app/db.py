@@ -54,6 +54,9 @@ def _make_sqlite_transactional(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
+        # Deferred, so reads never wait for a writer. Two transactions that both read and
+        # then write conflict, and SQLite fails one at once: that request gets a 503 and
+        # may retry. The embedded database is for development; production is PostgreSQL.
         connection.exec_driver_sql("BEGIN")
 
 

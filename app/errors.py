@@ -86,7 +86,7 @@ def _handle_unexpected(exc: Exception) -> Response:
             "The database is unavailable; retry shortly.",
             headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
         )
-    log.exception("unhandled error")
+    log.exception("unhandled error", extra={"request_id": current_request_id()})
     return problem(500, "An unexpected error occurred.")
 
 

@@ -7,7 +7,19 @@ from pathlib import Path
 
 from flask import Flask
 
-from . import db, errors, migrate, openapi, request_id
+from . import (
+    auth,
+    db,
+    errors,
+    idempotency,
+    migrate,
+    observability,
+    openapi,
+    ratelimit,
+    request_id,
+    security_headers,
+    tokens_cli,
+)
 from .api import health, items
 from .config import load_settings
 from .json_provider import OrjsonProvider
@@ -24,10 +36,16 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
 
     db.init_app(app, settings)
+    observability.init_app(app, settings)
     request_id.init_app(app)
+    security_headers.init_app(app, settings)
     errors.register_error_handlers(app)
+    auth.init_app(app)  # before the limiter: limits key on the authenticated token
     app.register_blueprint(health.bp)
     app.register_blueprint(items.bp)
     openapi.init_app(app)
+    ratelimit.init_app(app, settings)
     migrate.init_app(app)
+    tokens_cli.init_app(app)
+    idempotency.init_app(app)
     return app

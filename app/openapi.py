@@ -22,6 +22,7 @@ from .errors import PROBLEM_JSON
 from .schemas import Problem
 
 REF_TEMPLATE = "#/components/schemas/{model}"
+BEARER = "bearerAuth"
 _PATH_PARAMETER = re.compile(r"<(?:(?P<converter>[a-z]+):)?(?P<name>\w+)>")
 
 F = TypeVar("F", bound=Callable[..., ResponseReturnValue])
@@ -36,6 +37,7 @@ class Operation:
     query: type[BaseModel] | None = None
     headers: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
+    parameters: tuple[Mapping[str, Any], ...] = ()
 
 
 def operation(
@@ -47,12 +49,13 @@ def operation(
     query: type[BaseModel] | None = None,
     headers: Mapping[int, Mapping[str, str]] | None = None,
     tags: tuple[str, ...] = (),
+    parameters: tuple[Mapping[str, Any], ...] = (),
 ) -> Callable[[F], F]:
     """Attach the OpenAPI description of a view: its success and error responses."""
 
     def decorate(view: F) -> F:
         view.openapi = Operation(  # type: ignore[attr-defined]
-            summary, responses, errors, body, query, headers or {}, tags
+            summary, responses, errors, body, query, headers or {}, tags, parameters
         )
         return view
 
@@ -87,13 +90,19 @@ class _SpecBuilder:
             parameters.append(parameter)
         return parameters
 
-    def operation(self, op: Operation, path_parameters: list[dict[str, Any]]) -> dict[str, Any]:
+    def operation(self, op: Operation, path_parameters: list[dict[str, Any]], scope: str | None) -> dict[str, Any]:
         spec: dict[str, Any] = {"summary": op.summary, "responses": {}}
+        errors = set(op.errors)
+        if scope is not None:
+            # Reads are public unless READS_REQUIRE_AUTH; writes always need a write token.
+            spec["security"] = [{BEARER: []}] if scope == "write" else [{}, {BEARER: []}]
+            errors |= {401, 403, 429}
         if op.tags:
             spec["tags"] = list(op.tags)
         parameters = list(path_parameters)
         if op.query is not None:
             parameters += self.query_parameters(op.query)
+        parameters += [dict(parameter) for parameter in op.parameters]
         if parameters:
             spec["parameters"] = parameters
         if op.body is not None:
@@ -112,10 +121,14 @@ class _SpecBuilder:
                 }
             spec["responses"][str(status)] = response
         problem_content = {PROBLEM_JSON: {"schema": self.ref(Problem)}}
-        for status in sorted({*op.errors, 500, 503}):
+        for status in sorted({*errors, 500, 503}):
             response = {"description": HTTPStatus(status).phrase, "content": problem_content}
-            if status == 503:
+            if status in (429, 503):
                 response["headers"] = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "string"}}}
+            elif status in (401, 403):
+                response["headers"] = {
+                    "WWW-Authenticate": {"description": "Bearer challenge.", "schema": {"type": "string"}}
+                }
             spec["responses"][str(status)] = response
         return spec
 
@@ -124,7 +137,8 @@ def build_spec(app: Flask) -> dict[str, Any]:
     builder = _SpecBuilder()
     paths: dict[str, dict[str, Any]] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
-        op: Operation | None = getattr(app.view_functions[rule.endpoint], "openapi", None)
+        view = app.view_functions[rule.endpoint]
+        op: Operation | None = getattr(view, "openapi", None)
         if op is None:
             continue
         path_parameters = [
@@ -138,12 +152,22 @@ def build_spec(app: Flask) -> dict[str, Any]:
         ]
         path = _PATH_PARAMETER.sub(r"{\g<name>}", rule.rule)
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            paths.setdefault(path, {})[method.lower()] = builder.operation(op, path_parameters)
+            scope = getattr(view, "required_scope", None)
+            paths.setdefault(path, {})[method.lower()] = builder.operation(op, path_parameters, scope)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Items API", "version": __version__},
         "paths": paths,
-        "components": {"schemas": dict(sorted(builder.schemas.items()))},
+        "components": {
+            "schemas": dict(sorted(builder.schemas.items())),
+            "securitySchemes": {
+                BEARER: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API token from `flask --app app.main:create_app tokens create`.",
+                }
+            },
+        },
     }
 
 

@@ -22,6 +22,7 @@ from app.config import load_settings
 from app.db import Database, build_engine
 from app.main import create_app
 from app.migrate import upgrade
+from tests.support.auth import issue_token
 from tests.support.databases import (
     DEFAULT_POSTGRES_URL,
     Backend,
@@ -128,7 +129,20 @@ def app(database_url: URL, connection: Connection) -> Iterator[Flask]:
 
 
 @pytest.fixture
-def client(app: Flask) -> FlaskClient:
+def write_token(app: Flask) -> str:
+    return issue_token(app, "test-writer", "write")
+
+
+@pytest.fixture
+def client(app: Flask, write_token: str) -> FlaskClient:
+    """A client that sends a write-scoped bearer token with every request."""
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {write_token}"
+    return client
+
+
+@pytest.fixture
+def anonymous_client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
@@ -147,6 +161,13 @@ def live_app(fresh_database_url: URL) -> Iterator[Flask]:
     upgrade(app.extensions["database"].engine)
     yield app
     app.extensions["database"].engine.dispose()
+
+
+@pytest.fixture
+def live_client(live_app: Flask) -> FlaskClient:
+    client = live_app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {issue_token(live_app, 'live-writer', 'write')}"
+    return client
 
 
 @pytest.fixture

@@ -12,6 +12,12 @@ from app.main import create_app
 
 STRONG_SECRET = "s" * 32
 PG_URL = "postgresql+psycopg://app:pw@db.internal:5432/items"
+SAFE_PRODUCTION = {
+    "APP_ENV": "production",
+    "DATABASE_URL": PG_URL,
+    "SECRET_KEY": STRONG_SECRET,
+    "REDIS_URL": "redis://redis:6379/0",
+}
 
 
 def test_defaults_are_local_with_embedded_sqlite_under_instance(instance_path: Path) -> None:
@@ -77,29 +83,55 @@ def test_overrides_win_over_the_environment(instance_path: Path) -> None:
 
 
 def test_production_with_safe_settings_starts(instance_path: Path) -> None:
-    settings = load_settings(
-        instance_path=instance_path,
-        environ={"APP_ENV": "production", "DATABASE_URL": PG_URL, "SECRET_KEY": STRONG_SECRET},
-    )
+    settings = load_settings(instance_path=instance_path, environ=SAFE_PRODUCTION)
 
     assert settings.is_production
+    assert settings.auth_disabled is False
+    assert settings.rate_limit_enabled is True
+
+
+@pytest.mark.parametrize(
+    ("change", "variable"),
+    [
+        ({"DATABASE_URL": ""}, "DATABASE_URL"),
+        ({"DATABASE_URL": "sqlite:///x.db"}, "DATABASE_URL"),
+        ({"SECRET_KEY": ""}, "SECRET_KEY"),
+        ({"SECRET_KEY": "short"}, "SECRET_KEY"),
+        ({"SECRET_KEY": " " * 40}, "SECRET_KEY"),
+        ({"FLASK_DEBUG": "1"}, "FLASK_DEBUG"),
+        ({"AUTH_DISABLED": "true"}, "AUTH_DISABLED"),
+        ({"REDIS_URL": ""}, "REDIS_URL"),
+    ],
+    ids=["no-database", "sqlite", "no-secret", "short-secret", "blank-secret", "debug-on", "auth-off", "no-redis"],
+)
+def test_production_refuses_unsafe_settings(instance_path: Path, change: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        load_settings(instance_path=instance_path, environ={**SAFE_PRODUCTION, **change})
+
+
+def test_production_may_run_without_redis_when_rate_limiting_is_off(instance_path: Path) -> None:
+    env = {**SAFE_PRODUCTION, "REDIS_URL": "", "RATE_LIMIT_ENABLED": "false"}
+
+    assert load_settings(instance_path=instance_path, environ=env).redis_url is None
+
+
+def test_auth_can_be_disabled_outside_production(instance_path: Path) -> None:
+    assert load_settings(instance_path=instance_path, environ={"AUTH_DISABLED": "1"}).auth_disabled is True
 
 
 @pytest.mark.parametrize(
     ("env", "variable"),
     [
-        ({"SECRET_KEY": STRONG_SECRET}, "DATABASE_URL"),
-        ({"SECRET_KEY": STRONG_SECRET, "DATABASE_URL": "sqlite:///x.db"}, "DATABASE_URL"),
-        ({"DATABASE_URL": PG_URL}, "SECRET_KEY"),
-        ({"DATABASE_URL": PG_URL, "SECRET_KEY": "short"}, "SECRET_KEY"),
-        ({"DATABASE_URL": PG_URL, "SECRET_KEY": " " * 40}, "SECRET_KEY"),
-        ({"DATABASE_URL": PG_URL, "SECRET_KEY": STRONG_SECRET, "FLASK_DEBUG": "1"}, "FLASK_DEBUG"),
+        ({"RATE_LIMIT": "lots"}, "RATE_LIMIT"),
+        ({"RATE_LIMIT_WRITES": "5 per fortnight"}, "RATE_LIMIT_WRITES"),
+        ({"REDIS_URL": "http://redis:6379"}, "REDIS_URL"),
+        ({"CORS_ORIGINS": "*"}, "CORS_ORIGINS"),
+        ({"CORS_ORIGINS": "https://ok.example, javascript:alert(1)"}, "CORS_ORIGINS"),
     ],
-    ids=["no-database", "sqlite", "no-secret", "short-secret", "blank-secret", "debug-on"],
 )
-def test_production_refuses_unsafe_settings(instance_path: Path, env: dict[str, str], variable: str) -> None:
+def test_bad_security_settings_are_startup_errors(instance_path: Path, env: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError, match=variable):
-        load_settings(instance_path=instance_path, environ={"APP_ENV": "production", **env})
+        load_settings(instance_path=instance_path, environ=env)
 
 
 def test_create_app_refuses_to_build_an_unsafe_production_app() -> None:

@@ -10,9 +10,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import URL, create_engine, text
 
+from app.auth import new_token
 from app.main import create_app
 from app.migrate import upgrade
 from tests.conftest import app_config
+from tests.support.auth import bearer, issue_token
 from tests.support.databases import url_string
 from tests.support.tcp import BlackHole, LinkProxy, free_port
 
@@ -26,8 +28,12 @@ REQUESTS = [
 ]
 
 
+# Well-formed, so checking it needs the database (an unknown token would otherwise be a 401).
+SOME_TOKEN = new_token().token
+
+
 def _assert_unavailable(client: FlaskClient, method: str, path: str, body: object) -> None:
-    response = client.open(path, method=method, json=body)
+    response = client.open(path, method=method, json=body, headers=bearer(SOME_TOKEN))
     assert response.status_code == 503, response.get_data(as_text=True)
     assert response.mimetype == "application/problem+json"
     assert response.headers["Retry-After"].isdigit()
@@ -82,13 +88,14 @@ def test_the_service_recovers_by_itself_when_the_database_link_comes_back(fresh_
     client = app.test_client()
     try:
         proxy.start()
-        created = client.post("/items", json={"title": "before the outage"}).get_json()
+        token = issue_token(app, "writer", "write")
+        created = client.post("/items", json={"title": "before the outage"}, headers=bearer(token)).get_json()
 
         proxy.cut()
         _assert_unavailable(client, "GET", f"/items/{created['id']}", None)
 
         proxy.start()
-        assert client.get(f"/items/{created['id']}").get_json() == created
+        assert client.get(f"/items/{created['id']}", headers=bearer(token)).get_json() == created
         assert client.get("/health/ready").status_code == 200
     finally:
         proxy.cut()

@@ -81,10 +81,14 @@ def test_a_body_over_the_limit_is_a_413_problem(client: FlaskClient) -> None:
     _assert_problem(client.post("/items", data=body, content_type="application/json"), 413)
 
 
-def test_a_chunked_body_over_the_limit_is_a_413_problem(app: Flask) -> None:
+def test_a_chunked_body_over_the_limit_is_a_413_problem(app: Flask, write_token: str) -> None:
     body = b'{"title": "t", "description": "' + b"x" * (1024 * 1024 + 10) + b'"}'
     environ = EnvironBuilder(
-        path="/items", method="POST", input_stream=io.BytesIO(body), content_type=JSON
+        path="/items",
+        method="POST",
+        input_stream=io.BytesIO(body),
+        content_type=JSON,
+        headers={"Authorization": f"Bearer {write_token}"},
     ).get_environ()
     # As a server passes a chunked request: no length, a stream that ends by itself.
     del environ["CONTENT_LENGTH"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import URL, create_engine, insert
 
@@ -82,9 +81,9 @@ def test_last_page_that_is_exactly_full_has_no_next_cursor(client: FlaskClient) 
 
 
 def test_pagination_skips_nothing_and_repeats_nothing_while_another_connection_inserts(
-    live_app: Flask, fresh_database_url: URL
+    live_client: FlaskClient, fresh_database_url: URL
 ) -> None:
-    client = live_app.test_client()
+    client = live_client
     original = _create(client, 12)
     other = create_engine(fresh_database_url)
     seen: list[int] = []

@@ -33,7 +33,8 @@ def _flask_db(url: URL, *args: str) -> str:
     try:
         result = app.test_cli_runner().invoke(args=["db", *args])
         assert result.exit_code == 0, result.output
-        return result.output
+        # The last line is the command's answer; log lines may come before it.
+        return result.output.strip().splitlines()[-1]
     finally:
         app.extensions["database"].engine.dispose()
 

@@ -12,7 +12,8 @@ from openapi_spec_validator import validate
 
 from app.schemas import ItemIn, ItemOut, ItemPatch
 
-UNDOCUMENTED_ENDPOINTS = {"static", "openapi.openapi_document", "swagger_ui.show"}
+# Not part of the JSON API: the document itself, its UI, and Prometheus' text format.
+UNDOCUMENTED_ENDPOINTS = {"static", "openapi.openapi_document", "swagger_ui.show", "metrics.scrape"}
 
 
 @pytest.fixture

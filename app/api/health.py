@@ -8,6 +8,8 @@ from sqlalchemy import text
 
 from ..config import Settings
 from ..db import get_session
+from ..errors import ApiError
+from ..lifecycle import is_draining
 from ..openapi import operation
 from ..schemas import HealthOut, ReadinessOut
 
@@ -25,5 +27,8 @@ def health() -> ResponseReturnValue:
 @bp.get("/health/ready")
 @operation("Readiness: the database answers", responses={200: ReadinessOut}, tags=("health",))
 def ready() -> ResponseReturnValue:
+    """503 while the server drains before shutting down, or when the database does not answer."""
+    if is_draining():
+        raise ApiError(503, "The server is shutting down.", headers={"Retry-After": "1"})
     get_session().execute(text("SELECT 1"))
     return {"status": "ok", "database": "ok"}

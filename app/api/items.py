@@ -5,10 +5,12 @@ from __future__ import annotations
 from flask import Blueprint, url_for
 from flask.typing import ResponseReturnValue
 
-from .. import crud
+from .. import crud, idempotency
+from ..auth import require_scope
 from ..db import get_session
 from ..errors import ApiError
 from ..models import Item
+from ..observability.metrics import count_item_created
 from ..openapi import operation
 from ..schemas import MAX_ID, ItemIn, ItemOut, ItemPage, ItemPatch, ListQuery, encode_cursor
 from .parsing import json_body, query_args
@@ -31,6 +33,7 @@ def _find(item_id: int) -> Item:
 
 @bp.get("")
 @operation("List items, newest first", query=ListQuery, responses={200: ItemPage}, errors=(422,), tags=("items",))
+@require_scope("read")
 def list_items() -> ResponseReturnValue:
     query = query_args(ListQuery)
     items, more = crud.list_items(get_session(), limit=query.limit, before_id=query.before_id)
@@ -43,20 +46,30 @@ def list_items() -> ResponseReturnValue:
     "Create an item",
     body=ItemIn,
     responses={201: ItemOut},
-    errors=BODY_ERRORS,
+    errors=(409, *BODY_ERRORS),
     headers={201: {"Location": "URL of the new item."}},
+    parameters=(idempotency.OPENAPI_PARAMETER,),
     tags=("items",),
 )
+@require_scope("write")
 def create_item() -> ResponseReturnValue:
     data = json_body(ItemIn)
     session = get_session()
+    claim = idempotency.claim(session)
+    if claim is not None and claim.replay is not None:
+        return claim.replay
     item = crud.create_item(session, title=data.title, description=data.description)
+    body, location = _dump(item), url_for("items.get_item", item_id=item.id)
+    if claim is not None:
+        claim.remember(session, 201, body, location)
     session.commit()
-    return _dump(item), 201, {"Location": url_for("items.get_item", item_id=item.id)}
+    count_item_created()
+    return body, 201, {"Location": location}
 
 
 @bp.get("/<int:item_id>")
 @operation("Get an item", responses={200: ItemOut}, errors=(404,), tags=("items",))
+@require_scope("read")
 def get_item(item_id: int) -> ResponseReturnValue:
     return _dump(_find(item_id))
 
@@ -69,6 +82,7 @@ def get_item(item_id: int) -> ResponseReturnValue:
     errors=(404, *BODY_ERRORS),
     tags=("items",),
 )
+@require_scope("write")
 def update_item(item_id: int) -> ResponseReturnValue:
     changes = json_body(ItemPatch).changes()
     session = get_session()
@@ -79,6 +93,7 @@ def update_item(item_id: int) -> ResponseReturnValue:
 
 @bp.delete("/<int:item_id>")
 @operation("Delete an item", responses={204: None}, errors=(404,), tags=("items",))
+@require_scope("write")
 def delete_item(item_id: int) -> ResponseReturnValue:
     session = get_session()
     if item_id > MAX_ID or not crud.delete_item(session, item_id):

@@ -16,7 +16,7 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def _read_body() -> bytes:
-    data = request.get_data(cache=False)
+    data = request.get_data()  # cached: the idempotency check hashes the same bytes
     # With a Content-Length werkzeug answers 413 itself; a chunked body is cut at the
     # limit instead, so a body that fills the limit exactly is taken as too large.
     limit = request.max_content_length

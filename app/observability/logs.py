@@ -1,0 +1,108 @@
+"""Log records as one JSON object per line (console lines locally), with the request id.
+
+Configured once per app on the root logger, so gunicorn's, SQLAlchemy's and our own
+loggers all come out in one format. Other handlers (pytest's caplog) are left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import TextIO
+
+from flask import has_request_context
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.orjson import OrjsonFormatter
+
+from ..request_id import current_request_id
+
+_OURS = "_items_api_handler"
+_NOT_EXTRA = frozenset({*RESERVED_ATTRS, "taskName"})
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JsonFormatter(OrjsonFormatter):
+    """``timestamp level logger pid event`` then the record's extra fields; a traceback stays on the line."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+            rename_fields={
+                "asctime": "timestamp",
+                "levelname": "level",
+                "name": "logger",
+                "process": "pid",
+                "message": "event",
+                "exc_info": "exception",
+            },
+        )
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return _timestamp(record)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """``time LEVEL logger: event key=value ...`` for a person at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = record.getMessage()
+        extras = " ".join(f"{key}={value}" for key, value in vars(record).items() if _is_extra(key))
+        line = f"{_timestamp(record)} {record.levelname:<7} {record.name}: {record.message}"
+        if extras:
+            line = f"{line} {extras}"
+        if record.exc_info:
+            line = f"{line}\n{self.formatException(record.exc_info)}"
+        if record.stack_info:
+            line = f"{line}\n{self.formatStack(record.stack_info)}"
+        return line
+
+
+def _is_extra(key: str) -> bool:
+    return key not in _NOT_EXTRA and not key.startswith("_")
+
+
+class RequestIdFilter(logging.Filter):
+    """Tags every record logged while serving a request with that request's id."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id") and has_request_context():
+            record.request_id = current_request_id()
+        return True
+
+
+class StdoutHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever ``sys.stdout`` is when the record is emitted.
+
+    pytest swaps ``sys.stdout`` per test; a handler holding the first one would
+    write to a closed stream once that test is over.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stdout
+        super().emit(record)
+
+
+def stdout_handler(log_format: str = "json") -> logging.Handler:
+    """The app's one handler; also named in gunicorn.conf.py so gunicorn's own lines match."""
+    handler = StdoutHandler()
+    handler.setFormatter(JsonFormatter() if log_format == "json" else ConsoleFormatter())
+    handler.addFilter(RequestIdFilter())
+    setattr(handler, _OURS, True)
+    return handler
+
+
+def configure_logging(level: str, log_format: str) -> None:
+    """Install our handler on the root logger, replacing the one an earlier call installed."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, _OURS, False)]:
+        root.removeHandler(handler)
+        handler.close()
+    root.addHandler(stdout_handler(log_format))
+    root.setLevel(level)
