@@ -6,7 +6,7 @@ FLASK := $(BIN)/flask --app app.main:create_app
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv run serve migrate test lint format typecheck container-test clean
+.PHONY: help venv run serve migrate test lint format typecheck container-test k8s-check clean
 
 help:
 	@echo "make run              serve the API on http://$(HOST):$(PORT) (SQLite unless DATABASE_URL is set)"
@@ -14,6 +14,7 @@ help:
 	@echo "make lint             ruff (lint + format check) and mypy"
 	@echo "make serve            run the production server (gunicorn) locally"
 	@echo "make container-test   build the image and run both compose stacks on a private Docker engine"
+	@echo "make k8s-check        render the kustomize overlays and validate them against the Kubernetes schemas"
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Python 3.11 is required (set PYTHON=...)")'
@@ -49,6 +50,9 @@ typecheck: venv
 
 container-test:
 	bash tests/container/run.sh
+
+k8s-check:
+	bash scripts/check-k8s.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache instance

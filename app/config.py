@@ -139,6 +139,14 @@ class Settings:
     db_connect_timeout: int
     db_statement_timeout_ms: int
     log_format: str = "json"
+    # DATABASE_URL points at PgBouncer in transaction mode: no server-side prepared
+    # statements, no startup options (app/db.py says why).
+    db_pgbouncer: bool = False
+    # The connection budget (README "Scaling"), enforced when DB_MAX_CONNECTIONS is set.
+    web_concurrency: int = 2
+    expected_replicas: int = 1
+    db_max_connections: int = 0
+    db_reserved_connections: int = 10
     # Reverse proxies in front of the app whose X-Forwarded-For/-Proto are believed (Caddy: 1).
     trusted_proxy_hops: int = 0
     git_sha: str = "unknown"
@@ -155,6 +163,11 @@ class Settings:
     @property
     def is_production(self) -> bool:
         return self.app_env == "production"
+
+    @property
+    def connection_budget(self) -> int:
+        """The most database connections all replicas together may open."""
+        return self.expected_replicas * self.web_concurrency * (self.db_pool_size + self.db_max_overflow)
 
     def flask_config(self) -> dict[str, object]:
         return {
@@ -202,7 +215,7 @@ def load_settings(
     if production and debug:
         raise ConfigError("FLASK_DEBUG must be off when APP_ENV=production")
 
-    return Settings(
+    settings = Settings(
         app_env=app_env,
         database_url=database_url,
         secret_key=secret_key,
@@ -214,12 +227,29 @@ def load_settings(
         db_pool_timeout=_int(source, "DB_POOL_TIMEOUT", 2, 1, 60),
         db_connect_timeout=_int(source, "DB_CONNECT_TIMEOUT", 2, 1, 60),
         db_statement_timeout_ms=_int(source, "DB_STATEMENT_TIMEOUT_MS", 5000, 0, 600_000),
+        db_pgbouncer=_bool(source, "DB_PGBOUNCER", False),
+        web_concurrency=_int(source, "WEB_CONCURRENCY", 2, 1, 64),
+        expected_replicas=_int(source, "EXPECTED_REPLICAS", 1, 1, 1000),
+        db_max_connections=_int(source, "DB_MAX_CONNECTIONS", 0, 0, 100_000),
+        db_reserved_connections=_int(source, "DB_RESERVED_CONNECTIONS", 10, 0, 10_000),
         log_format=_log_format(source, app_env),
         trusted_proxy_hops=_int(source, "TRUSTED_PROXY_HOPS", 0, 0, 5),
         git_sha=_git_sha(source),
         metrics_dir=_optional_path(source, "PROMETHEUS_MULTIPROC_DIR"),
         **_security_settings(source, production),
     )
+    _check_connection_budget(settings)
+    return settings
+
+
+def _check_connection_budget(settings: Settings) -> None:
+    """Refuse to start when all replicas' pools could exhaust the server's connections."""
+    available = settings.db_max_connections - settings.db_reserved_connections
+    if settings.db_max_connections and settings.connection_budget > available:
+        raise ConfigError(
+            "connection budget exceeded: EXPECTED_REPLICAS x WEB_CONCURRENCY x (DB_POOL_SIZE + DB_MAX_OVERFLOW) "
+            f"= {settings.connection_budget} > DB_MAX_CONNECTIONS - DB_RESERVED_CONNECTIONS = {available}"
+        )
 
 
 def _rate_limit(source: Mapping[str, object], name: str, default: str) -> str:

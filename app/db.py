@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Flask, current_app, g
@@ -11,6 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from .config import Settings
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 5
+
+log = logging.getLogger(__name__)
 
 
 def build_engine(settings: Settings) -> Engine:
@@ -24,9 +27,15 @@ def build_engine(settings: Settings) -> Engine:
         "connect_timeout": settings.db_connect_timeout,
         "application_name": "items-api",
     }
-    if settings.db_statement_timeout_ms:
+    if settings.db_pgbouncer:
+        # PgBouncer in transaction mode gives each transaction whichever server
+        # connection is free. psycopg's automatic prepared statements (after 5 runs
+        # of a query) live on one server connection and are named per client
+        # ("_pg3_0"...), so they collide or vanish; PgBouncer < 1.21 cannot track them.
+        connect_args["prepare_threshold"] = None
+    elif settings.db_statement_timeout_ms:
         connect_args["options"] = f"-c statement_timeout={settings.db_statement_timeout_ms}"
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
@@ -34,6 +43,43 @@ def build_engine(settings: Settings) -> Engine:
         pool_pre_ping=True,
         pool_recycle=1800,
         connect_args=connect_args,
+    )
+    if settings.db_pgbouncer and settings.db_statement_timeout_ms:
+        _limit_statements_per_transaction(engine, settings.db_statement_timeout_ms)
+    return engine
+
+
+def _limit_statements_per_transaction(engine: Engine, timeout_ms: int) -> None:
+    """Set statement_timeout in every transaction, for poolers that refuse startup options.
+
+    PgBouncer refuses the ``options`` startup parameter, and ``ignore_startup_parameters
+    = options`` would drop the timeout silently. ``SET LOCAL`` ends with the transaction,
+    so it never leaks to another client's transaction on the same server connection.
+    """
+    statement = f"SET LOCAL statement_timeout = {int(timeout_ms)}"
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql(statement)
+
+
+def log_connection_budget(settings: Settings) -> None:
+    """Say at start-up how many connections all replicas may open, against the server's limit."""
+    if settings.database_url.get_backend_name() != "postgresql":
+        return
+    limit = "DB_MAX_CONNECTIONS not set, not checked"
+    if settings.db_max_connections:
+        available = settings.db_max_connections - settings.db_reserved_connections
+        limit = f"limit {settings.db_max_connections} - {settings.db_reserved_connections} reserved = {available}"
+    log.info(
+        "database connection budget: %d replicas x %d workers x (pool %d + overflow %d) = %d connections; %s",
+        settings.expected_replicas,
+        settings.web_concurrency,
+        settings.db_pool_size,
+        settings.db_max_overflow,
+        settings.connection_budget,
+        limit,
+        extra={"connection_budget": settings.connection_budget, "db_pgbouncer": settings.db_pgbouncer},
     )
 
 

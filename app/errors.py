@@ -80,7 +80,9 @@ def is_database_unavailable(exc: BaseException) -> bool:
 
 def _handle_unexpected(exc: Exception) -> Response:
     if is_database_unavailable(exc):
-        log.warning("database unavailable: %s", type(exc).__name__)
+        # The driver's first line says why (refused, timeout, certificate); never sent to clients.
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        log.warning("database unavailable: %s: %s", type(exc).__name__, reason[0] if reason else "")
         return problem(
             503,
             "The database is unavailable; retry shortly.",

@@ -37,6 +37,7 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
 
     db.init_app(app, settings)
     observability.init_app(app, settings)
+    db.log_connection_budget(settings)
     request_id.init_app(app)
     security_headers.init_app(app, settings)
     errors.register_error_handlers(app)

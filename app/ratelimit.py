@@ -51,6 +51,9 @@ def init_app(app: Flask, settings: Settings) -> Limiter:
         swallow_errors=True,
         in_memory_fallback_enabled=True,
     )
+    # Flask-Limiter's decorators hold the limiter weakly, and a disabled limiter does
+    # not register itself on the app: without this reference writes fail (ReferenceError).
+    app.extensions["items_api_limiter"] = limiter
     limiter.request_filter(_exempt)
     writes = limiter.limit(settings.rate_limit_writes, override_defaults=False)
     for endpoint in WRITE_ENDPOINTS:

@@ -160,3 +160,12 @@ def test_rate_limit_headers_tell_clients_their_budget(make_app: MakeApp) -> None
 
     assert response.headers["X-RateLimit-Limit"] == "5"
     assert response.headers["X-RateLimit-Remaining"] == "4"
+
+
+def test_with_rate_limiting_off_writes_still_work(make_app: MakeApp) -> None:
+    app = make_app(RATE_LIMIT_ENABLED="false", RATE_LIMIT_WRITES="1 per minute")
+    client, token = app.test_client(), issue_token(app, "w", "write")
+
+    statuses = [client.post("/items", json={"title": "t"}, headers=bearer(token)).status_code for _ in range(3)]
+
+    assert statuses == [201, 201, 201]
