@@ -6,7 +6,7 @@ FLASK := $(BIN)/flask --app app.main:create_app
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv run serve migrate test lint format typecheck container-test k8s-check clean
+.PHONY: help venv run serve migrate test lint format typecheck container-test k8s-check observability-check reliability-test clean
 
 help:
 	@echo "make run              serve the API on http://$(HOST):$(PORT) (SQLite unless DATABASE_URL is set)"
@@ -15,6 +15,8 @@ help:
 	@echo "make serve            run the production server (gunicorn) locally"
 	@echo "make container-test   build the image and run both compose stacks on a private Docker engine"
 	@echo "make k8s-check        render the kustomize overlays and validate them against the Kubernetes schemas"
+	@echo "make observability-check  promtool: scrape config, alert rules and their unit tests"
+	@echo "make reliability-test faults under load, fuzzing, backup/restore (own PostgreSQL cluster; at most 6 min)"
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Python 3.11 is required (set PYTHON=...)")'
@@ -53,6 +55,17 @@ container-test:
 
 k8s-check:
 	bash scripts/check-k8s.sh
+
+observability-check:
+	bash scripts/check-observability.sh
+
+$(BIN)/.reliability-installed: $(BIN)/.installed tests/reliability/requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r tests/reliability/requirements.txt
+	@touch $@
+
+# Bounded to 6 minutes; SIGINT lets pytest stop its servers and delete its PostgreSQL cluster.
+reliability-test: $(BIN)/.reliability-installed
+	timeout --signal=INT --kill-after=30 360 $(BIN)/pytest tests/reliability -p no:cacheprovider $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache instance

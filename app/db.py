@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
 from flask import Flask, current_app, g
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import Settings
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 5
+# Unacknowledged data for this long means the database host is gone (libpq setting).
+TCP_USER_TIMEOUT_MS = 10_000
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +30,13 @@ def build_engine(settings: Settings) -> Engine:
     connect_args: dict[str, Any] = {
         "connect_timeout": settings.db_connect_timeout,
         "application_name": "items-api",
+        # Notice a database host that vanished (no RST: power loss, partition) in
+        # seconds rather than the kernel's minutes, instead of hanging a worker.
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 3,
+        "keepalives_count": 3,
+        "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
     }
     if settings.db_pgbouncer:
         # PgBouncer in transaction mode gives each transaction whichever server
@@ -137,5 +148,13 @@ def get_session() -> Session:
 def _close_session(_exc: BaseException | None) -> None:
     # close() also rolls back whatever the request did not commit.
     session: Session | None = g.pop("db_session", None)
-    if session is not None:
+    if session is None:
+        return
+    try:
         session.close()
+    except SQLAlchemyError as exc:
+        # The connection died after the response was made (the rollback failed): the
+        # response stands, and the broken connection must not go back to the pool.
+        log.warning("closing the database session failed: %s", type(exc).__name__)
+        with contextlib.suppress(SQLAlchemyError):
+            session.invalidate()

@@ -121,6 +121,8 @@ class _SpecBuilder:
                 }
             spec["responses"][str(status)] = response
         problem_content = {PROBLEM_JSON: {"schema": self.ref(Problem)}}
+        # A request line too long for the HTTP server is refused before the app sees it.
+        spec["responses"]["414"] = {"description": "URI Too Long (from the HTTP server, not problem+json)"}
         for status in sorted({*errors, 500, 503}):
             response = {"description": HTTPStatus(status).phrase, "content": problem_content}
             if status in (429, 503):

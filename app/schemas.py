@@ -17,8 +17,8 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
-    StringConstraints,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -30,19 +30,39 @@ PAGE_SIZE_DEFAULT = 20
 PAGE_SIZE_MAX = 100
 MAX_ID = 2**63 - 1
 
-_TITLE_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
+# What str.strip() removes (every character for which str.isspace() is true), and the
+# control characters a stored string may not contain. Spelled out so that the OpenAPI
+# patterns below say exactly what the validators do.
+_WHITESPACE = r" \t\n\x0b\x0c\r\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_CONTROL = r"\x00-\x1f\x7f"
 # Multi-line text may keep tabs and newlines; NUL and other C0 controls never reach the database.
-_DESCRIPTION_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_DESCRIPTION_CONTROL = r"\x00-\x08\x0b\x0c\x0e-\x1f"
+
+TITLE_PATTERN = (
+    rf"^[{_WHITESPACE}]*[^{_WHITESPACE}{_CONTROL}]"
+    rf"(?:[^{_CONTROL}]{{0,{TITLE_MAX_LENGTH - 2}}}[^{_WHITESPACE}{_CONTROL}])?[{_WHITESPACE}]*$"
+)
+DESCRIPTION_PATTERN = rf"^[^{_DESCRIPTION_CONTROL}]*$"
+_TITLE = re.compile(TITLE_PATTERN)
+_HAS_CONTROL = re.compile(f"[{_CONTROL}]")
+_DESCRIPTION = re.compile(DESCRIPTION_PATTERN)
 
 
-def _no_control_characters(value: str) -> str:
-    if _TITLE_FORBIDDEN.search(value):
+def _title(value: str) -> str:
+    stripped = value.strip()
+    if not stripped:
+        raise ValueError("must not be blank")
+    if _HAS_CONTROL.search(stripped):
         raise ValueError("must not contain control characters")
-    return value
+    if len(stripped) > TITLE_MAX_LENGTH:
+        raise ValueError(f"must be at most {TITLE_MAX_LENGTH} characters after trimming surrounding whitespace")
+    return stripped
 
 
-def _no_binary_control_characters(value: str) -> str:
-    if _DESCRIPTION_FORBIDDEN.search(value):
+def _description(value: str) -> str:
+    if len(value) > DESCRIPTION_MAX_LENGTH:
+        raise ValueError(f"must be at most {DESCRIPTION_MAX_LENGTH} characters")
+    if not _DESCRIPTION.fullmatch(value):
         raise ValueError("must not contain control characters other than tab and newline")
     return value
 
@@ -56,13 +76,27 @@ def _as_utc(value: datetime) -> str:
 
 Title = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX_LENGTH),
-    AfterValidator(_no_control_characters),
+    AfterValidator(_title),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": TITLE_PATTERN,
+            "description": f"1 to {TITLE_MAX_LENGTH} characters once surrounding whitespace is trimmed "
+            "(it is); no control characters.",
+        }
+    ),
 ]
 Description = Annotated[
     str,
-    StringConstraints(max_length=DESCRIPTION_MAX_LENGTH),
-    AfterValidator(_no_binary_control_characters),
+    AfterValidator(_description),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": DESCRIPTION_MAX_LENGTH,
+            "pattern": DESCRIPTION_PATTERN,
+            "description": "No control characters other than tab, newline and carriage return.",
+        }
+    ),
 ]
 UtcTimestamp = Annotated[
     datetime,

@@ -6,11 +6,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from flask import Flask
+from flask import Flask, Response
 from flask.testing import FlaskClient
 from sqlalchemy import URL, create_engine, text
 
 from app.auth import new_token
+from app.db import get_session
 from app.main import create_app
 from app.migrate import upgrade
 from tests.conftest import app_config
@@ -119,3 +120,25 @@ def test_a_statement_over_the_timeout_gives_503(fresh_database_url: URL) -> None
 
 def test_app_config_helper_is_what_tests_use() -> None:
     assert app_config(URL.create("sqlite"))["APP_ENV"] == "test"
+
+
+@pytest.mark.postgresql_only
+def test_a_connection_lost_after_the_response_is_made_does_not_turn_it_into_a_500(
+    live_app: Flask, fresh_database_url: URL
+) -> None:
+    admin = create_engine(fresh_database_url)
+
+    @live_app.after_request
+    def lose_the_connection(response: Response) -> Response:
+        # Kill this request's server connection: the rollback at teardown then fails.
+        pid = get_session().scalar(text("SELECT pg_backend_pid()"))
+        with admin.connect() as connection:
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        return response
+
+    client = live_app.test_client()
+    try:
+        assert client.get("/items").status_code == 200
+        assert client.get("/items").status_code == 200, "the broken connection was not reused"
+    finally:
+        admin.dispose()

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-from flask import Blueprint, Flask, Response, current_app
+from flask import Blueprint, Flask, Response, abort, current_app, request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
@@ -24,6 +24,8 @@ from .. import __version__
 from ..config import Settings
 from ..db import Database
 
+# Set by every reverse proxy (Caddy, ingress controllers); Prometheus sends neither.
+PROXY_HEADERS = ("X-Forwarded-For", "Forwarded")
 # Fine steps from 1 ms to 500 ms, where this API's answers and its p99 alert live.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -131,7 +133,11 @@ bp = Blueprint("metrics", __name__)
 
 @bp.get("/metrics")
 def scrape() -> Response:
-    """Prometheus text format. Not routed by the public proxy: Prometheus scrapes it inside."""
+    """Prometheus text format, for Prometheus scraping on the internal network."""
+    if any(header in request.headers for header in PROXY_HEADERS):
+        # Came through a proxy, so maybe from the internet: the proxy hides /metrics,
+        # and this keeps them hidden should that rule ever be lost.
+        abort(404)
     metrics: Metrics = current_app.extensions["metrics"]
     return Response(metrics.scrape(), content_type=CONTENT_TYPE_PLAIN_0_0_4)
 

@@ -43,6 +43,14 @@ def test_metrics_are_served_in_the_prometheus_text_format(client: FlaskClient) -
     assert {name for name, _ in samples(response.get_data(as_text=True))} >= EXPORTED
 
 
+@pytest.mark.parametrize("header", ["X-Forwarded-For", "Forwarded"])
+def test_metrics_are_hidden_from_requests_that_came_through_a_proxy(client: FlaskClient, header: str) -> None:
+    response = client.get("/metrics", headers={header: "for=203.0.113.9" if header == "Forwarded" else "203.0.113.9"})
+
+    assert response.status_code == 404
+    assert "http_requests_total" not in response.get_data(as_text=True)
+
+
 def test_requests_are_counted_by_method_route_template_and_status(client: FlaskClient) -> None:
     for _ in range(3):
         client.get("/items/987654")

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Restore a dump made by scripts/backup.sh, replacing the contents of the target database.
+#
+#   DATABASE_URL=postgresql://items@db:5432/items scripts/restore.sh backups/items-20261126T061500.123Z.dump
+#   scripts/restore.sh backups/items-....dump postgresql://items@db:5432/items
+#
+# The database must exist (if it was dropped: createdb it, empty). Everything runs in one
+# transaction, so a failed restore changes nothing. Objects are recreated owned by the user
+# of the URL, without the dump's grants. Stop the API first (or take it out of the load
+# balancer): requests during a restore would see tables disappear and come back.
+# Asks for confirmation when run from a terminal; pass --yes to skip the question.
+set -euo pipefail
+
+yes=false
+if [[ "${1:-}" == "--yes" ]]; then
+  yes=true
+  shift
+fi
+backup="${1:-}"
+url="${2:-${DATABASE_URL:-}}"
+if [[ -z "$backup" || -z "$url" ]]; then
+  echo "usage: scripts/restore.sh [--yes] BACKUP_FILE [DATABASE_URL] (or set DATABASE_URL)" >&2
+  exit 2
+fi
+url="${url/#postgresql+psycopg:\/\//postgresql://}"
+if [[ ! -r "$backup" ]]; then
+  echo "cannot read $backup" >&2
+  exit 2
+fi
+
+# A readable archive, checked before anything in the database is touched.
+pg_restore --list "$backup" >/dev/null
+
+if [[ "$yes" == false && -t 0 ]]; then
+  read -r -p "Replace the contents of the database with $backup? [y/N] " answer
+  [[ "$answer" == [yY]* ]] || { echo "restore cancelled" >&2; exit 1; }
+fi
+
+pg_restore --clean --if-exists --no-owner --no-privileges --single-transaction --exit-on-error \
+  --dbname="$url" "$backup"
+echo "restored $backup"
