@@ -6,14 +6,15 @@ import contextlib
 import logging
 from typing import Any
 
-from flask import Flask, current_app, g
-from sqlalchemy import Engine, create_engine, event
+from flask import Flask, current_app, g, has_request_context, request
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import Settings
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 5
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Unacknowledged data for this long means the database host is gone (libpq setting).
 TCP_USER_TIMEOUT_MS = 10_000
 
@@ -118,11 +119,26 @@ def _make_sqlite_transactional(engine: Engine) -> None:
 
 
 class Database:
-    """The engine and session factory of one application."""
+    """The engine and session factories of one application."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.sessionmaker: sessionmaker[Session] = sessionmaker(engine, expire_on_commit=False)
+        self.read_sessionmaker = self.sessionmaker
+        if engine.dialect.name == "postgresql":
+            # A read needs no transaction: autocommit spares the BEGIN and ROLLBACK
+            # round trips. (SQLite keeps transactions: its BEGIN is emitted by us.)
+            autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+            self.read_sessionmaker = sessionmaker(autocommit, expire_on_commit=False)
+
+    def bind(self, bind: Engine | Connection) -> None:
+        """Run every session on ``bind`` inside its transaction (savepoints for commits).
+
+        The test suite's isolation recipe: the outer transaction is rolled back after
+        each test, and even a ``commit()`` in the code under test cannot escape it.
+        """
+        self.sessionmaker = sessionmaker(bind=bind, join_transaction_mode="create_savepoint", expire_on_commit=False)
+        self.read_sessionmaker = self.sessionmaker
 
 
 def init_app(app: Flask, settings: Settings) -> Database:
@@ -138,9 +154,12 @@ def get_database() -> Database:
 
 
 def get_session() -> Session:
-    """The session of the current request, opened on first use."""
+    """The session of the current request, opened on first use; autocommit for reads."""
     if "db_session" not in g:
-        g.db_session = get_database().sessionmaker()
+        database = get_database()
+        reading = has_request_context() and request.method in SAFE_METHODS
+        factory = database.read_sessionmaker if reading else database.sessionmaker
+        g.db_session = factory()
     session: Session = g.db_session
     return session
 

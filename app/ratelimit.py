@@ -7,10 +7,13 @@ failure is logged: an outage of the limiter must not become an outage of the API
 
 from __future__ import annotations
 
-from flask import Flask, g, request
-from flask_limiter import Limiter
+import time
+
+from flask import Flask, Response, current_app, g, request
+from flask_limiter import Limiter, RateLimitExceeded
 
 from .config import Settings
+from .errors import problem
 
 WRITE_ENDPOINTS = ("items.create_item", "items.update_item", "items.delete_item")
 # Probes, docs and metrics are never limited: a load balancer must always get an answer.
@@ -30,6 +33,13 @@ def _exempt() -> bool:
     return request.blueprint in EXEMPT_BLUEPRINTS
 
 
+def _too_many_requests(exc: RateLimitExceeded) -> Response:
+    # The window's reset time is read only now, on a breach, not on every request.
+    limit = current_app.extensions["items_api_limiter"].current_limit
+    retry_after = max(1, int(limit.reset_at - time.time())) if limit is not None else 1
+    return problem(429, f"Rate limit exceeded: {exc.description}.", headers={"Retry-After": str(retry_after)})
+
+
 def init_app(app: Flask, settings: Settings) -> Limiter:
     """Create the app's limiter. Call after the blueprints are registered."""
     storage_options: dict[str, str | int] = {}
@@ -47,7 +57,9 @@ def init_app(app: Flask, settings: Settings) -> Limiter:
         storage_options=storage_options,
         strategy="fixed-window",
         key_prefix="items-api",
-        headers_enabled=True,
+        # No X-RateLimit-* headers: they cost two more Redis round trips per request
+        # (docs/performance.md). A 429 still says when to retry.
+        headers_enabled=False,
         swallow_errors=True,
         in_memory_fallback_enabled=True,
     )
@@ -55,6 +67,7 @@ def init_app(app: Flask, settings: Settings) -> Limiter:
     # not register itself on the app: without this reference writes fail (ReferenceError).
     app.extensions["items_api_limiter"] = limiter
     limiter.request_filter(_exempt)
+    app.register_error_handler(RateLimitExceeded, _too_many_requests)
     writes = limiter.limit(settings.rate_limit_writes, override_defaults=False)
     for endpoint in WRITE_ENDPOINTS:
         app.view_functions[endpoint] = writes(app.view_functions[endpoint])  # type: ignore[assignment]

@@ -16,7 +16,6 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import URL, Connection, Engine
-from sqlalchemy.orm import sessionmaker
 
 from app.config import load_settings
 from app.db import Database, build_engine
@@ -121,9 +120,7 @@ def connection(engine: Engine) -> Iterator[Connection]:
 def app(database_url: URL, connection: Connection) -> Iterator[Flask]:
     app = create_app(app_config(database_url))
     database: Database = app.extensions["database"]
-    database.sessionmaker = sessionmaker(
-        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-    )
+    database.bind(connection)
     yield app
     database.engine.dispose()
 

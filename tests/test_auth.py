@@ -10,7 +10,6 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import URL, Connection, select, text
-from sqlalchemy.orm import sessionmaker
 
 from app import crud
 from app.auth import new_token
@@ -119,9 +118,7 @@ def test_reads_are_public_by_default(anonymous_client: FlaskClient, item_id: int
 @pytest.fixture
 def private_app(database_url: URL, connection: Connection) -> Iterator[Flask]:
     app = create_app(app_config(database_url, READS_REQUIRE_AUTH="true"))
-    app.extensions["database"].sessionmaker = sessionmaker(
-        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-    )
+    app.extensions["database"].bind(connection)
     yield app
     app.extensions["database"].engine.dispose()
 
@@ -146,9 +143,7 @@ def test_probes_and_docs_never_need_a_token(private_app: Flask) -> None:
 
 def test_auth_disabled_lets_writes_through_outside_production(database_url: URL, connection: Connection) -> None:
     app = create_app(app_config(database_url, AUTH_DISABLED="true"))
-    app.extensions["database"].sessionmaker = sessionmaker(
-        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-    )
+    app.extensions["database"].bind(connection)
 
     assert app.test_client().post("/items", json={"title": "open"}).status_code == 201
     app.extensions["database"].engine.dispose()

@@ -10,7 +10,6 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import URL, Connection
-from sqlalchemy.orm import sessionmaker
 
 from app.main import create_app
 from tests.conftest import app_config
@@ -95,7 +94,7 @@ def test_cors_is_off_by_default(client: FlaskClient) -> None:
 
 def test_cors_allows_only_configured_origins(database_url: URL, connection: Connection) -> None:
     app = create_app(app_config(database_url, CORS_ORIGINS="https://app.example.com"))
-    app.extensions["database"].sessionmaker = sessionmaker(bind=connection, join_transaction_mode="create_savepoint")
+    app.extensions["database"].bind(connection)
     client = app.test_client()
 
     allowed = client.options(
