@@ -1,12 +1,13 @@
 # Two commands do all set-up: `make run` serves the API, `make test` runs the suite.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
+BENCH_VENV := bench/.venv
 BIN := $(VENV)/bin
 FLASK := $(BIN)/flask --app app.main:create_app
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv run serve migrate test lint format typecheck container-test k8s-check observability-check reliability-test clean
+.PHONY: help venv run serve migrate test lint format typecheck container-test k8s-check observability-check reliability-test bench bench-smoke clean
 
 help:
 	@echo "make run              serve the API on http://$(HOST):$(PORT) (SQLite unless DATABASE_URL is set)"
@@ -16,6 +17,8 @@ help:
 	@echo "make container-test   build the image and run both compose stacks on a private Docker engine"
 	@echo "make k8s-check        render the kustomize overlays and validate them against the Kubernetes schemas"
 	@echo "make observability-check  promtool: scrape config, alert rules and their unit tests"
+	@echo "make bench            API vs raw-Python ceiling (~7 min), rewrites docs/performance.md"
+	@echo "make bench-smoke      the whole benchmark harness with ~10 s of load (CI)"
 	@echo "make reliability-test faults under load, fuzzing, backup/restore (own PostgreSQL cluster; at most 6 min)"
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
@@ -67,5 +70,16 @@ $(BIN)/.reliability-installed: $(BIN)/.installed tests/reliability/requirements.
 reliability-test: $(BIN)/.reliability-installed
 	timeout --signal=INT --kill-after=30 360 $(BIN)/pytest tests/reliability -p no:cacheprovider $(PYTEST_ARGS)
 
+$(BENCH_VENV)/.installed: requirements.txt bench/requirements.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	@touch $@
+
+bench: venv $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python -m bench.run $(BENCH_ARGS)
+
+bench-smoke: venv $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python -m bench.run --smoke $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache instance
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache instance

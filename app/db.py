@@ -121,11 +121,11 @@ def _make_sqlite_transactional(engine: Engine) -> None:
 class Database:
     """The engine and session factories of one application."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, autocommit_reads: bool = True) -> None:
         self.engine = engine
         self.sessionmaker: sessionmaker[Session] = sessionmaker(engine, expire_on_commit=False)
         self.read_sessionmaker = self.sessionmaker
-        if engine.dialect.name == "postgresql":
+        if autocommit_reads and engine.dialect.name == "postgresql":
             # A read needs no transaction: autocommit spares the BEGIN and ROLLBACK
             # round trips. (SQLite keeps transactions: its BEGIN is emitted by us.)
             autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -142,7 +142,9 @@ class Database:
 
 
 def init_app(app: Flask, settings: Settings) -> Database:
-    database = Database(build_engine(settings))
+    # Behind PgBouncer, statement_timeout is a SET LOCAL in each transaction (see
+    # build_engine): a read in autocommit would run without it, so reads keep theirs.
+    database = Database(build_engine(settings), autocommit_reads=not settings.db_pgbouncer)
     app.extensions["database"] = database
     app.teardown_appcontext(_close_session)
     return database

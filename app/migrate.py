@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy import Connection, Engine
 
 from .db import get_database
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic is imported inside the functions: the workers that serve requests never need it,
+# and it brings Mako and Pygments with it (about 10 MB per worker).
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
     config = Config(str(PROJECT_ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
     # env.py runs on this connection instead of opening its own.
@@ -27,11 +32,15 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    from alembic import command
+
     with engine.begin() as connection:
         command.upgrade(alembic_config(connection), revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
+    from alembic import command
+
     with engine.begin() as connection:
         command.downgrade(alembic_config(connection), revision)
 
@@ -41,6 +50,9 @@ db_cli = AppGroup("db", help="Database schema migrations (Alembic).")
 
 def current_revision(engine: Engine) -> str:
     """The revision the database is at, marked "(head)" when it is the latest."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     with engine.connect() as connection:
         current = MigrationContext.configure(connection).get_current_heads()
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()

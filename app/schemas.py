@@ -16,7 +16,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PlainSerializer,
     ValidationError,
     WithJsonSchema,
     field_validator,
@@ -67,11 +66,10 @@ def _description(value: str) -> str:
     return value
 
 
-def _as_utc(value: datetime) -> str:
+def _as_utc(value: datetime) -> datetime:
     # SQLite hands back naive datetimes; everything this service stores is UTC.
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    # pydantic writes a UTC datetime as RFC 3339 with "Z".
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 Title = Annotated[
@@ -98,11 +96,7 @@ Description = Annotated[
         }
     ),
 ]
-UtcTimestamp = Annotated[
-    datetime,
-    PlainSerializer(_as_utc, return_type=str, when_used="json"),
-    Field(json_schema_extra={"format": "date-time"}),
-]
+UtcTimestamp = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class _Input(BaseModel):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, url_for
+from flask import Blueprint, Response, current_app, url_for
 from flask.typing import ResponseReturnValue
+from pydantic import BaseModel
 
 from .. import crud, idempotency
 from ..auth import require_scope
@@ -20,8 +21,13 @@ bp = Blueprint("items", __name__, url_prefix="/items")
 BODY_ERRORS = (400, 413, 415, 422)
 
 
-def _dump(item: Item) -> dict[str, object]:
+def _dump(item: Item | crud.ItemRow) -> dict[str, object]:
     return ItemOut.model_validate(item).model_dump(mode="json")
+
+
+def _json(document: BaseModel) -> Response:
+    # pydantic writes the JSON itself, without a dict of Python objects in between.
+    return current_app.response_class(document.model_dump_json(), mimetype="application/json")
 
 
 def _find(item_id: int) -> Item:
@@ -38,7 +44,7 @@ def list_items() -> ResponseReturnValue:
     query = query_args(ListQuery)
     items, more = crud.list_items(get_session(), limit=query.limit, before_id=query.before_id)
     next_cursor = encode_cursor(items[-1].id) if more else None
-    return {"items": [_dump(item) for item in items], "next_cursor": next_cursor}
+    return _json(ItemPage.model_validate({"items": items, "next_cursor": next_cursor}, from_attributes=True))
 
 
 @bp.post("")
@@ -71,7 +77,10 @@ def create_item() -> ResponseReturnValue:
 @operation("Get an item", responses={200: ItemOut}, errors=(404,), tags=("items",))
 @require_scope("read")
 def get_item(item_id: int) -> ResponseReturnValue:
-    return _dump(_find(item_id))
+    item = crud.read_item(get_session(), item_id) if item_id <= MAX_ID else None
+    if item is None:
+        raise ApiError(404, f"Item {item_id} does not exist.")
+    return _json(ItemOut.model_validate(item))
 
 
 @bp.patch("/<int:item_id>")

@@ -211,3 +211,14 @@ def test_the_compose_service_runs_the_pgbouncer_tested_here(start_pgbouncer: Sta
         assert compose[service]["depends_on"]["pgbouncer"] == {"condition": "service_healthy"}
     mounted = {volume.split(":")[1] for volume in compose["pgbouncer"]["volumes"]}
     assert mounted == {"/etc/pgbouncer/pgbouncer.ini", "/etc/pgbouncer/userlist.txt"}
+
+
+@pytest.mark.postgresql_only
+def test_reads_keep_the_statement_timeout_in_pgbouncer_mode(fresh_database_url: URL) -> None:
+    """Autocommit reads would skip the per-transaction SET LOCAL: behind PgBouncer they stay transactional."""
+    app = _app(fresh_database_url, DB_PGBOUNCER="true", DB_STATEMENT_TIMEOUT_MS="300")
+    try:
+        with app.test_request_context("/items", method="GET"):
+            assert get_session().scalar(text("SHOW statement_timeout")) == "300ms"
+    finally:
+        _dispose([app])
