@@ -555,3 +555,31 @@ ct_caddy_pinned_image() {
   [ "$got" = "v$want" ] || { ct_die "$CT_CADDY_IMAGE runs Caddy $got, not v$want"; return 1; }
   ct_log "$CT_CADDY_IMAGE now runs the official Caddy $got"
 }
+
+# ct_pipeline_stop_leftovers WORK_DIR SNAPSHOT_DIR
+# Kills what an interrupted pipeline check may leave running on the host:
+# gitlab-ci-local (its command line names WORK_DIR) and the shell jobs it
+# started (their working directory is inside SNAPSHOT_DIR). Never this shell.
+ct_pipeline_stop_leftovers() {
+  local work=$1 snapshot=$2 d pid found="" i
+  for d in /proc/[0-9]*; do
+    pid=${d#/proc/}
+    [ "$pid" = "$$" ] && continue
+    if { tr '\0' ' ' <"$d/cmdline"; } 2>/dev/null | grep -qF -- "$work/" \
+      || case $(readlink "$d/cwd" 2>/dev/null) in "$snapshot" | "$snapshot"/*) true ;; *) false ;; esac; then
+      found="$found $pid"
+    fi
+  done
+  [ -n "$found" ] || return 0
+  ct_log "stopping leftover pipeline processes:$found"
+  # shellcheck disable=SC2086 # a list of pids
+  kill -TERM $found 2>/dev/null
+  for i in 1 2 3 4 5 6 7 8 9 10; do
+    # shellcheck disable=SC2086
+    kill -0 $found 2>/dev/null || return 0
+    sleep 0.5
+  done
+  # shellcheck disable=SC2086
+  kill -KILL $found 2>/dev/null
+  return 0
+}
