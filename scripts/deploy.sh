@@ -9,6 +9,9 @@
 # docker-compose.prod.yml, Caddyfile, observability/ and the server's .env
 # (docker/README.md). The deploy job of .gitlab-ci.yml copies the files there
 # and runs this script over SSH; it works the same by hand on the server.
+# The running tag is in .deploy/current (history: .deploy/history). Other
+# compose commands by hand need it too, or compose takes IMAGE_TAG from .env:
+#   IMAGE_TAG=$(cat .deploy/current) docker compose -f docker-compose.prod.yml ps
 #
 # Rollback never downgrades the schema: the previous image runs against the
 # schema the newer one migrated to. That is safe only while every migration is
@@ -76,14 +79,11 @@ current_tag() { tag_stack | tail -n 1; }
 previous_tag() { tag_stack | awk '{ previous = current; current = $0 } END { print previous }'; }
 deployed_before() { [[ -f $HISTORY ]] && awk -v t="$1" '$3 == t { found = 1 } END { exit !found }' "$HISTORY"; }
 
+# .env is not edited: every service that reads it as env_file (PostgreSQL too)
+# would be recreated by the next `up` whenever IMAGE_TAG in it changed.
 record() {
   printf '%s %s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$1" "$2" >>"$HISTORY"
-  # So that a later `docker compose up -d` by hand keeps the running version.
-  if grep -q '^IMAGE_TAG=' .env; then
-    sed -i "s/^IMAGE_TAG=.*/IMAGE_TAG=$2/" .env
-  else
-    printf 'IMAGE_TAG=%s\n' "$2" >>.env
-  fi
+  printf '%s\n' "$2" >"$STATE_DIR/current"
 }
 
 health_check() {

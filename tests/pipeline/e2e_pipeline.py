@@ -170,7 +170,8 @@ def sha_b(first_run: PipelineRun, snapshot: Snapshot, ci_variables: dict[str, st
     versions = snapshot.path / "migrations" / "versions"
     (versions / "29991231_9999_pipeline_probe.py").write_text(probe_migration(alembic_head(versions)))
     sha = snapshot.commit("Pipeline check: a second commit with a new table")
-    # No --network host: every RUN step must come from the cache (pulled from the registry).
+    # No --network host: every RUN step must come from the --cache-from images the
+    # script pulled (given --cache-from, the classic builder uses no other cache).
     result = gitlab_ci_local("build", snapshot=snapshot, variables=ci_variables, timeout=600, log_name="pipeline-b")
     record("gitlab-ci-local build (SHA B, from the registry cache)", f"{result.seconds:.1f} s")
     assert result.returncode == 0, result.output[-4000:]
@@ -459,9 +460,16 @@ def run_deploy_job(job: str, snapshot: Snapshot, sha: str, variables: dict[str, 
     return result
 
 
+def service_container(service: str) -> str:
+    """The id of the running container of a service of the VM's stack."""
+    found = docker("ps", "-q", "--no-trunc", "--filter", "label=com.docker.compose.project=items-api",
+                   "--filter", f"label=com.docker.compose.service={service}").stdout.split()  # fmt: skip
+    assert len(found) == 1, (service, found)
+    return found[0]
+
+
 def schema_revision() -> str:
-    db = docker("ps", "-q", "--filter", "label=com.docker.compose.project=items-api",
-                "--filter", "label=com.docker.compose.service=db").stdout.strip()  # fmt: skip
+    db = service_container("db")
     return docker("exec", db, "psql", "-U", "items", "-d", "items", "-tAc",
                   "SELECT version_num FROM alembic_version").stdout.strip()  # fmt: skip
 
@@ -469,6 +477,7 @@ def schema_revision() -> str:
 class TestDeployAndRollback:
     item: dict[str, Any] = {}  # noqa: RUF012 (state shared by the ordered steps of this class)
     token = ""
+    db_container = ""
 
     def assert_serving(self, sha: str) -> None:
         assert running_image() == f"{IMAGE}:{sha}"
@@ -485,8 +494,8 @@ class TestDeployAndRollback:
         assert result.returncode == 0, result.output[-5000:]
         assert result.job_passed("deploy"), result.output[-5000:]
         self.assert_serving(sha_a)
-        env = (vm.deploy_path / ".env").read_text()
-        assert f"IMAGE_TAG={sha_a}\n" in env, "the running tag is not recorded in .env"
+        assert (vm.deploy_path / ".deploy" / "current").read_text() == f"{sha_a}\n"
+        type(self).db_container = service_container("db")
         assert (vm.deploy_path / "docker-compose.prod.yml").read_bytes() == (
             REPO / "docker" / "docker-compose.prod.yml"
         ).read_bytes()
@@ -533,7 +542,7 @@ class TestDeployAndRollback:
         assert result.returncode != 0, result.stderr[-2000:]
         assert f"restored {sha_a}" in result.stderr, result.stderr[-3000:]
         self.assert_serving(sha_a)
-        assert "broken-migration" not in (vm.deploy_path / ".env").read_text()
+        assert (vm.deploy_path / ".deploy" / "current").read_text() == f"{sha_a}\n"
 
     def test_deploy_job_deploys_sha_b_and_its_migration(
         self, vm: Vm, snapshot: Snapshot, sha_b: str, deploy_variables: dict[str, str]
@@ -558,6 +567,8 @@ class TestDeployAndRollback:
             headers={"Authorization": f"Bearer {self.token}"},
         )  # fmt: skip
         assert created.status == 201, created.body
+        # Releases replace the API only: PostgreSQL kept running through all of them.
+        assert service_container("db") == self.db_container
         status = vm.deploy_sh("--status").stdout
         assert f"running:  {sha_a}\n" in status, status
         assert "previous: \n" in status, status

@@ -16,8 +16,7 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -436,13 +435,6 @@ def running_image(service: str = "api", project: str = "items-api") -> str:
     ).stdout.split()  # fmt: skip
     assert len(out) == 1, f"expected one running {service} container, got {out}"
     return out[0]
-
-
-@contextmanager
-def timed(label: str, sink: dict[str, float]) -> Iterator[None]:
-    started = time.monotonic()
-    yield
-    sink[label] = time.monotonic() - started
 
 
 def docker_login(user: str, password: str) -> None:
