@@ -43,6 +43,9 @@ preload_app = True
 worker_tmp_dir = "/dev/shm"  # noqa: S108 (heartbeat files; /dev/shm avoids disk stalls)
 # The app logs one line per request itself (app/observability/access.py).
 accesslog = None
+# No request-line limit here: an over-long URL reaches the app and gets its problem+json
+# 4xx (gunicorn's own 414 is an HTML page). The proxy in front bounds headers (Caddy: 1 MB).
+limit_request_line = 0
 errorlog = "-"
 
 
