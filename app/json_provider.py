@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from flask import Response, current_app
 from flask.json.provider import JSONProvider
 
 
@@ -17,6 +18,9 @@ class OrjsonProvider(JSONProvider):
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         return orjson.loads(s)
 
-    def response(self, *args: Any, **kwargs: Any) -> Any:
-        obj = self._prepare_response_obj(args, kwargs)
-        return self._app.response_class(orjson.dumps(obj), mimetype=self.mimetype)  # type: ignore[arg-type]
+    def response(self, *args: Any, **kwargs: Any) -> Response:
+        # The same calling convention as ``flask.jsonify``: one value, several (a list), or keywords.
+        if args and kwargs:
+            raise TypeError("jsonify() behavior undefined when passed both args and kwargs")
+        obj = args[0] if len(args) == 1 else (args or kwargs or None)
+        return current_app.response_class(orjson.dumps(obj), mimetype=self.mimetype)

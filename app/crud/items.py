@@ -1,0 +1,63 @@
+"""Queries on items. Functions take the caller's session and never commit."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Row, bindparam, delete, select
+from sqlalchemy.orm import Session
+
+from ..models import Item
+
+# Reads that only serialize their result fetch plain rows, not ORM objects (no identity
+# map, no instance state), with statements built once: a statement built per request costs
+# more than the query, as SQLAlchemy derives its cache key from the whole tree every time.
+ItemRow = Row[int, str, str | None, datetime, datetime]
+_COLUMNS = (Item.id, Item.title, Item.description, Item.created_at, Item.updated_at)
+_FIRST_PAGE = select(*_COLUMNS).order_by(Item.id.desc()).limit(bindparam("limit"))
+_PAGE_BELOW = _FIRST_PAGE.where(Item.id < bindparam("before_id"))
+_ONE = select(*_COLUMNS).where(Item.id == bindparam("item_id"))
+
+
+def list_items(session: Session, *, limit: int, before_id: int | None = None) -> tuple[Sequence[ItemRow], bool]:
+    """Up to ``limit`` items, newest first, below ``before_id`` (keyset pagination).
+
+    Also says whether more items follow, by asking for one row more than needed.
+    """
+    if before_id is None:
+        rows = session.execute(_FIRST_PAGE, {"limit": limit + 1}).all()
+    else:
+        rows = session.execute(_PAGE_BELOW, {"limit": limit + 1, "before_id": before_id}).all()
+    return rows[:limit], len(rows) > limit
+
+
+def read_item(session: Session, item_id: int) -> ItemRow | None:
+    """An item's values, to return them; ``get_item`` for one to change."""
+    return session.execute(_ONE, {"item_id": item_id}).first()
+
+
+def get_item(session: Session, item_id: int) -> Item | None:
+    return session.get(Item, item_id)
+
+
+def create_item(session: Session, *, title: str, description: str | None) -> Item:
+    item = Item(title=title, description=description)
+    session.add(item)
+    session.flush()
+    return item
+
+
+def update_item(session: Session, item: Item, changes: Mapping[str, Any]) -> Item:
+    for name, value in changes.items():
+        setattr(item, name, value)
+    item.updated_at = datetime.now(UTC)
+    session.flush()
+    return item
+
+
+def delete_item(session: Session, item_id: int) -> bool:
+    """Delete by id in one statement; False if there was no such item."""
+    result = session.execute(delete(Item).where(Item.id == item_id))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
