@@ -62,16 +62,16 @@ def _load_principal() -> None:
     match = TOKEN_PATTERN.fullmatch(credentials) if scheme.lower() == "bearer" else None
     if match is None:
         return
-    token = crud.find_token(get_session(), match["key_id"])
+    token = crud.tokens.find_token(get_session(), match["key_id"])
     if token is None or token.revoked_at is not None:
         return
     if hmac.compare_digest(token.token_hash, hash_token(credentials)):
-        g.principal = token.name
-        g.auth = Principal(token.name, token.scope)
+        g.principal = Principal(token.name, token.scope)
 
 
 def current_principal() -> Principal | None:
-    principal: Principal | None = g.get("auth")
+    """The authenticated caller of this request, if it sent a valid token."""
+    principal: Principal | None = g.get("principal")
     return principal
 
 

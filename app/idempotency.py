@@ -15,11 +15,12 @@ from typing import Any
 
 import click
 import orjson
-from flask import Flask, Response, g, request
+from flask import Flask, Response, request
 from flask.cli import AppGroup
 from sqlalchemy.orm import Session
 
 from . import crud
+from .auth import current_principal
 from .db import get_database
 from .errors import ApiError
 from .models import IDEMPOTENCY_KEY_MAX_LENGTH, IdempotencyKey
@@ -65,7 +66,7 @@ class Claim:
             response_body=orjson.dumps(body).decode(),
             location=location,
         )
-        crud.save_idempotency_key(session, record)
+        crud.idempotency.save_idempotency_key(session, record)
 
 
 def _lock_id(principal: str, key: str) -> int:
@@ -84,11 +85,12 @@ def claim(session: Session) -> Claim | None:
             f"{HEADER} must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters.",
             errors=[{"loc": ["header", HEADER], "msg": "invalid idempotency key"}],
         )
-    principal: str = g.get("principal") or ANONYMOUS
+    caller = current_principal()
+    principal = caller.name if caller is not None else ANONYMOUS
     request_hash = hashlib.sha256(request.get_data()).hexdigest()
-    if not crud.try_lock_idempotency_key(session, _lock_id(principal, key)):
+    if not crud.idempotency.try_lock_idempotency_key(session, _lock_id(principal, key)):
         raise ApiError(409, f"A request with this {HEADER} is still being processed; retry shortly.")
-    stored = crud.find_idempotency_key(session, principal, key, newer_than=datetime.now(UTC) - TTL)
+    stored = crud.idempotency.find_idempotency_key(session, principal, key, newer_than=datetime.now(UTC) - TTL)
     current = Claim(principal, key, request_hash)
     if stored is None:
         return current
@@ -114,7 +116,7 @@ idempotency_cli = AppGroup("idempotency", help="Idempotency keys of POST /items.
 def prune_command(older_than_hours: int) -> None:
     """Delete keys older than their lifetime (24 hours). Safe to run from cron."""
     with get_database().sessionmaker.begin() as session:
-        pruned = crud.prune_idempotency_keys(session, older_than=timedelta(hours=older_than_hours))
+        pruned = crud.idempotency.prune_idempotency_keys(session, older_than=timedelta(hours=older_than_hours))
     click.echo(f"Pruned {pruned} idempotency key(s).")
 
 

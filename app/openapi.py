@@ -23,7 +23,9 @@ from .schemas import Problem
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 BEARER = "bearerAuth"
-_PATH_PARAMETER = re.compile(r"<(?:(?P<converter>[a-z]+):)?(?P<name>\w+)>")
+_PATH_PARAMETER = re.compile(r"<(?:(?P<converter>[a-z_]+):)?(?P<name>\w+)>")
+
+_STRING = {"type": "string"}
 
 F = TypeVar("F", bound=Callable[..., ResponseReturnValue])
 
@@ -148,7 +150,8 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 "name": match["name"],
                 "in": "path",
                 "required": True,
-                "schema": {"type": "integer", "minimum": 1} if match["converter"] == "int" else {"type": "string"},
+                # A converter may describe its values (app/api/items.py: ItemIdConverter).
+                "schema": dict(getattr(app.url_map.converters.get(match["converter"]), "openapi_schema", _STRING)),
             }
             for match in _PATH_PARAMETER.finditer(rule.rule)
         ]

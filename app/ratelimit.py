@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import time
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, request
 from flask_limiter import Limiter, RateLimitExceeded
 
+from .auth import current_principal
 from .config import Settings
 from .errors import problem
 
@@ -22,9 +23,9 @@ REDIS_TIMEOUT_SECONDS = 0.25
 
 
 def _client_key() -> str:
-    principal: str | None = g.get("principal")
+    principal = current_principal()
     if principal is not None:
-        return f"token:{principal}"
+        return f"token:{principal.name}"
     # remote_addr already honours TRUSTED_PROXY_HOPS (ProxyFix), and nothing else.
     return f"addr:{request.remote_addr}"
 

@@ -29,7 +29,9 @@ def create_command(name: str, scope: str) -> None:
     issued = new_token()
     try:
         with get_database().sessionmaker.begin() as session:
-            crud.create_token(session, name=name, scope=scope, key_id=issued.key_id, token_hash=issued.token_hash)
+            crud.tokens.create_token(
+                session, name=name, scope=scope, key_id=issued.key_id, token_hash=issued.token_hash
+            )
     except IntegrityError:
         raise click.ClickException(f"a token named {name!r} already exists") from None
     click.echo(issued.token)
@@ -40,7 +42,7 @@ def create_command(name: str, scope: str) -> None:
 def list_command() -> None:
     """List tokens (never their secrets)."""
     with get_database().sessionmaker() as session:
-        for token in crud.list_tokens(session):
+        for token in crud.tokens.list_tokens(session):
             state = f"revoked {token.revoked_at:%Y-%m-%d %H:%M}" if token.revoked_at else "active"
             click.echo(f"{token.name}\t{token.scope}\tcreated {token.created_at:%Y-%m-%d %H:%M}\t{state}")
 
@@ -50,7 +52,7 @@ def list_command() -> None:
 def revoke_command(name: str) -> None:
     """Revoke the token NAME; it stops working at once."""
     with get_database().sessionmaker.begin() as session:
-        revoked = crud.revoke_token(session, name)
+        revoked = crud.tokens.revoke_token(session, name)
     if not revoked:
         raise click.ClickException(f"no active token named {name!r}")
     click.echo(f"Revoked {name!r}.")

@@ -29,7 +29,7 @@ WRITES = [
 def tokens(app: Flask) -> dict[str, str]:
     revoked = issue_token(app, "revoked-writer", "write")
     with app.extensions["database"].sessionmaker.begin() as session:
-        crud.revoke_token(session, "revoked-writer")
+        crud.tokens.revoke_token(session, "revoked-writer")
     return {
         "read": issue_token(app, "reader", "read"),
         "write": issue_token(app, "writer", "write"),
@@ -96,7 +96,7 @@ def test_a_token_revoked_after_use_stops_working_at_once(app: Flask, anonymous_c
     assert anonymous_client.post("/items", json={"title": "a"}, headers=bearer(token)).status_code == 201
 
     with app.extensions["database"].sessionmaker.begin() as session:
-        crud.revoke_token(session, "soon-revoked")
+        crud.tokens.revoke_token(session, "soon-revoked")
 
     assert anonymous_client.post("/items", json={"title": "b"}, headers=bearer(token)).status_code == 401
 

@@ -81,3 +81,14 @@ def test_delete_returns_204_then_the_item_is_gone(client: FlaskClient, item: dic
 
 def test_delete_missing_item_is_404(client: FlaskClient) -> None:
     assert client.delete("/items/987654321").status_code == 404
+
+
+@pytest.mark.parametrize("item_id", [987654321, 2**63 - 1, 2**63, 10**30])
+@pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
+def test_a_missing_or_out_of_range_id_gets_the_same_404_problem(client: FlaskClient, method: str, item_id: int) -> None:
+    response = client.open(f"/items/{item_id}", method=method, json={"title": "x"} if method == "PATCH" else None)
+
+    assert response.status_code == 404
+    assert response.mimetype == "application/problem+json"
+    body = response.get_json()
+    assert (body["title"], body["detail"]) == ("Not Found", f"Item {item_id} does not exist.")

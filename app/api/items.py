@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from flask import Blueprint, Response, current_app, url_for
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel
+from werkzeug.exceptions import NotFound
+from werkzeug.routing import IntegerConverter
 
 from .. import crud, idempotency
 from ..auth import require_scope
 from ..db import get_session
-from ..errors import ApiError
 from ..models import Item
 from ..observability.metrics import count_item_created
 from ..openapi import operation
@@ -19,9 +22,32 @@ from .parsing import json_body, query_args
 bp = Blueprint("items", __name__, url_prefix="/items")
 
 BODY_ERRORS = (400, 413, 415, 422)
+T = TypeVar("T")
 
 
-def _dump(item: Item | crud.ItemRow) -> dict[str, object]:
+def item_not_found(item_id: int) -> NotFound:
+    return NotFound(f"Item {item_id} does not exist.")
+
+
+class ItemIdConverter(IntegerConverter):
+    """``<item_id:...>``: an item id as the database can hold it; a larger one is an item that does not exist."""
+
+    openapi_schema: dict[str, Any] = {"type": "integer", "minimum": 1}  # noqa: RUF012 (read-only)
+
+    def to_python(self, value: str) -> int:
+        item_id = int(super().to_python(value))
+        if item_id > MAX_ID:
+            raise item_not_found(item_id)
+        return item_id
+
+
+def _or_404(found: T | None, item_id: int) -> T:
+    if found is None or found is False:
+        raise item_not_found(item_id)
+    return found
+
+
+def _dump(item: Item | crud.items.ItemRow) -> dict[str, object]:
     return ItemOut.model_validate(item).model_dump(mode="json")
 
 
@@ -30,19 +56,12 @@ def _json(document: BaseModel) -> Response:
     return current_app.response_class(document.model_dump_json(), mimetype="application/json")
 
 
-def _find(item_id: int) -> Item:
-    item = crud.get_item(get_session(), item_id) if item_id <= MAX_ID else None
-    if item is None:
-        raise ApiError(404, f"Item {item_id} does not exist.")
-    return item
-
-
 @bp.get("")
 @operation("List items, newest first", query=ListQuery, responses={200: ItemPage}, errors=(422,), tags=("items",))
 @require_scope("read")
 def list_items() -> ResponseReturnValue:
     query = query_args(ListQuery)
-    items, more = crud.list_items(get_session(), limit=query.limit, before_id=query.before_id)
+    items, more = crud.items.list_items(get_session(), limit=query.limit, before_id=query.before_id)
     next_cursor = encode_cursor(items[-1].id) if more else None
     return _json(ItemPage.model_validate({"items": items, "next_cursor": next_cursor}, from_attributes=True))
 
@@ -64,7 +83,7 @@ def create_item() -> ResponseReturnValue:
     claim = idempotency.claim(session)
     if claim is not None and claim.replay is not None:
         return claim.replay
-    item = crud.create_item(session, title=data.title, description=data.description)
+    item = crud.items.create_item(session, title=data.title, description=data.description)
     body, location = _dump(item), url_for("items.get_item", item_id=item.id)
     if claim is not None:
         claim.remember(session, 201, body, location)
@@ -73,17 +92,14 @@ def create_item() -> ResponseReturnValue:
     return body, 201, {"Location": location}
 
 
-@bp.get("/<int:item_id>")
+@bp.get("/<item_id:item_id>")
 @operation("Get an item", responses={200: ItemOut}, errors=(404,), tags=("items",))
 @require_scope("read")
 def get_item(item_id: int) -> ResponseReturnValue:
-    item = crud.read_item(get_session(), item_id) if item_id <= MAX_ID else None
-    if item is None:
-        raise ApiError(404, f"Item {item_id} does not exist.")
-    return _json(ItemOut.model_validate(item))
+    return _json(ItemOut.model_validate(_or_404(crud.items.read_item(get_session(), item_id), item_id)))
 
 
-@bp.patch("/<int:item_id>")
+@bp.patch("/<item_id:item_id>")
 @operation(
     "Change some fields of an item",
     body=ItemPatch,
@@ -95,17 +111,16 @@ def get_item(item_id: int) -> ResponseReturnValue:
 def update_item(item_id: int) -> ResponseReturnValue:
     changes = json_body(ItemPatch).changes()
     session = get_session()
-    item = crud.update_item(session, _find(item_id), changes)
+    item = crud.items.update_item(session, _or_404(crud.items.get_item(session, item_id), item_id), changes)
     session.commit()
     return _dump(item)
 
 
-@bp.delete("/<int:item_id>")
+@bp.delete("/<item_id:item_id>")
 @operation("Delete an item", responses={204: None}, errors=(404,), tags=("items",))
 @require_scope("write")
 def delete_item(item_id: int) -> ResponseReturnValue:
     session = get_session()
-    if item_id > MAX_ID or not crud.delete_item(session, item_id):
-        raise ApiError(404, f"Item {item_id} does not exist.")
+    _or_404(crud.items.delete_item(session, item_id), item_id)
     session.commit()
     return "", 204

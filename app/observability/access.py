@@ -11,9 +11,10 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, cast
 
-from flask import Flask, Request, Response, g, request
+from flask import Flask, Request, Response, request
 from werkzeug.local import LocalProxy
 
+from ..auth import current_principal
 from ..request_id import current_request_id
 from .metrics import Metrics
 
@@ -73,9 +74,9 @@ class AccessRecorder:
                 "user_agent": req.headers.get("User-Agent", "")[:USER_AGENT_LIMIT],
             }
             # Set by the authentication layer: the token's name, never the token.
-            principal = g.get("principal")
+            principal = current_principal()
             if principal is not None:
-                fields["principal"] = str(principal)
+                fields["principal"] = principal.name
             log.info("request", extra=fields)
         return response
 

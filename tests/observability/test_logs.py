@@ -79,7 +79,7 @@ def test_the_access_line_names_the_route_template_not_the_path(
     client.get("/no/such/thing/424242")
 
     routes = [line["route"] for line in _access_lines(capsys.readouterr().out)]
-    assert routes == ["/items/<int:item_id>", "<unmatched>"]
+    assert routes == ["/items/<item_id:item_id>", "<unmatched>"]
 
 
 def test_the_access_line_names_the_principal_only_when_authenticated(

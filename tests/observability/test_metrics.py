@@ -58,9 +58,9 @@ def test_requests_are_counted_by_method_route_template_and_status(client: FlaskC
     client.get("/items")
 
     scrape = _scrape(client)
-    assert value(scrape, "http_requests_total", method="GET", route="/items/<int:item_id>", status="404") == 3
+    assert value(scrape, "http_requests_total", method="GET", route="/items/<item_id:item_id>", status="404") == 3
     assert value(scrape, "http_requests_total", method="GET", route="/items", status="200") == 2
-    assert value(scrape, "http_request_duration_seconds_count", method="GET", route="/items/<int:item_id>") == 3
+    assert value(scrape, "http_request_duration_seconds_count", method="GET", route="/items/<item_id:item_id>") == 3
 
 
 def test_unknown_paths_and_methods_collapse_into_one_label_value(client: FlaskClient) -> None:

@@ -14,7 +14,7 @@ SECRET_START = len("itm_") + 16 + 1
 def issue_token(app: Flask, name: str, scope: str) -> str:
     issued = new_token()
     with app.extensions["database"].sessionmaker.begin() as session:
-        crud.create_token(session, name=name, scope=scope, key_id=issued.key_id, token_hash=issued.token_hash)
+        crud.tokens.create_token(session, name=name, scope=scope, key_id=issued.key_id, token_hash=issued.token_hash)
     return issued.token
 
 
