@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import wraps
 from http import HTTPStatus
 from typing import Any, TypeVar
 
@@ -18,6 +19,7 @@ from flask_swagger_ui import get_swaggerui_blueprint
 from pydantic import BaseModel
 
 from . import __version__
+from .api.parsing import json_body, query_args
 from .errors import PROBLEM_JSON
 from .schemas import Problem
 
@@ -53,13 +55,28 @@ def operation(
     tags: tuple[str, ...] = (),
     parameters: tuple[Mapping[str, Any], ...] = (),
 ) -> Callable[[F], F]:
-    """Attach the OpenAPI description of a view: its success and error responses."""
+    """Declare a view's contract once: documented in OpenAPI, and enforced.
+
+    With ``body`` or ``query``, the view receives the validated ``body=`` / ``query=``
+    object (a 4xx problem otherwise). Put it below ``require_scope``: authentication first.
+    """
 
     def decorate(view: F) -> F:
-        view.openapi = Operation(  # type: ignore[attr-defined]
-            summary, responses, errors, body, query, headers or {}, tags, parameters
-        )
-        return view
+        op = Operation(summary, responses, errors, body, query, headers or {}, tags, parameters)
+        if body is None and query is None:
+            view.openapi = op  # type: ignore[attr-defined]
+            return view
+
+        @wraps(view)
+        def validated(*args: Any, **kwargs: Any) -> ResponseReturnValue:
+            if query is not None:
+                kwargs["query"] = query_args(query)
+            if body is not None:
+                kwargs["body"] = json_body(body)
+            return view(*args, **kwargs)
+
+        validated.openapi = op  # type: ignore[attr-defined]
+        return validated  # type: ignore[return-value]
 
     return decorate
 

@@ -17,7 +17,6 @@ from ..models import Item
 from ..observability.metrics import count_item_created
 from ..openapi import operation
 from ..schemas import MAX_ID, ItemIn, ItemOut, ItemPage, ItemPatch, ListQuery, encode_cursor
-from .parsing import json_body, query_args
 
 bp = Blueprint("items", __name__, url_prefix="/items")
 
@@ -57,16 +56,16 @@ def _json(document: BaseModel) -> Response:
 
 
 @bp.get("")
-@operation("List items, newest first", query=ListQuery, responses={200: ItemPage}, errors=(422,), tags=("items",))
 @require_scope("read")
-def list_items() -> ResponseReturnValue:
-    query = query_args(ListQuery)
+@operation("List items, newest first", query=ListQuery, responses={200: ItemPage}, errors=(422,), tags=("items",))
+def list_items(query: ListQuery) -> ResponseReturnValue:
     items, more = crud.items.list_items(get_session(), limit=query.limit, before_id=query.before_id)
     next_cursor = encode_cursor(items[-1].id) if more else None
     return _json(ItemPage.model_validate({"items": items, "next_cursor": next_cursor}, from_attributes=True))
 
 
 @bp.post("")
+@require_scope("write")
 @operation(
     "Create an item",
     body=ItemIn,
@@ -76,30 +75,29 @@ def list_items() -> ResponseReturnValue:
     parameters=(idempotency.OPENAPI_PARAMETER,),
     tags=("items",),
 )
-@require_scope("write")
-def create_item() -> ResponseReturnValue:
-    data = json_body(ItemIn)
+def create_item(body: ItemIn) -> ResponseReturnValue:
     session = get_session()
     claim = idempotency.claim(session)
     if claim is not None and claim.replay is not None:
         return claim.replay
-    item = crud.items.create_item(session, title=data.title, description=data.description)
-    body, location = _dump(item), url_for("items.get_item", item_id=item.id)
+    item = crud.items.create_item(session, title=body.title, description=body.description)
+    created, location = _dump(item), url_for("items.get_item", item_id=item.id)
     if claim is not None:
-        claim.remember(session, 201, body, location)
+        claim.remember(session, 201, created, location)
     session.commit()
     count_item_created()
-    return body, 201, {"Location": location}
+    return created, 201, {"Location": location}
 
 
 @bp.get("/<item_id:item_id>")
-@operation("Get an item", responses={200: ItemOut}, errors=(404,), tags=("items",))
 @require_scope("read")
+@operation("Get an item", responses={200: ItemOut}, errors=(404,), tags=("items",))
 def get_item(item_id: int) -> ResponseReturnValue:
     return _json(ItemOut.model_validate(_or_404(crud.items.read_item(get_session(), item_id), item_id)))
 
 
 @bp.patch("/<item_id:item_id>")
+@require_scope("write")
 @operation(
     "Change some fields of an item",
     body=ItemPatch,
@@ -107,18 +105,16 @@ def get_item(item_id: int) -> ResponseReturnValue:
     errors=(404, *BODY_ERRORS),
     tags=("items",),
 )
-@require_scope("write")
-def update_item(item_id: int) -> ResponseReturnValue:
-    changes = json_body(ItemPatch).changes()
+def update_item(item_id: int, body: ItemPatch) -> ResponseReturnValue:
     session = get_session()
-    item = crud.items.update_item(session, _or_404(crud.items.get_item(session, item_id), item_id), changes)
+    item = crud.items.update_item(session, _or_404(crud.items.get_item(session, item_id), item_id), body.changes())
     session.commit()
     return _dump(item)
 
 
 @bp.delete("/<item_id:item_id>")
-@operation("Delete an item", responses={204: None}, errors=(404,), tags=("items",))
 @require_scope("write")
+@operation("Delete an item", responses={204: None}, errors=(404,), tags=("items",))
 def delete_item(item_id: int) -> ResponseReturnValue:
     session = get_session()
     _or_404(crud.items.delete_item(session, item_id), item_id)
