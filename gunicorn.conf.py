@@ -1,10 +1,11 @@
-"""Production server settings (gunicorn), all from the environment via app/config.py.
+"""Production server settings (gunicorn): the app's own Settings (app/config.py).
 
 Run: gunicorn --config gunicorn.conf.py "app.main:create_app()"
 """
 
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -12,31 +13,35 @@ from typing import TYPE_CHECKING
 
 from gunicorn.glogging import Logger
 
-from app.config import load_server_settings
+from app.config import ConfigError, load_settings
 
 if TYPE_CHECKING:
     from gunicorn.arbiter import Arbiter
     from gunicorn.workers.base import Worker
 
-_server = load_server_settings()
+try:
+    _settings = load_settings()
+except ConfigError as exc:
+    # One line, as gunicorn itself reports an app that fails to load.
+    sys.exit(f"Error: {exc}")
 
 # Workers share Prometheus metrics through files in this directory. prometheus_client
 # picks its storage when first imported, so it must be in the environment before the
 # app loads. Unset: a private directory, in /dev/shm (RAM) when there is one.
 _shm = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
-_metrics_dir = _server.metrics_dir or Path(tempfile.mkdtemp(prefix="items-api-metrics-", dir=_shm))
+_metrics_dir = _settings.metrics_dir or Path(tempfile.mkdtemp(prefix="items-api-metrics-", dir=_shm))
 _metrics_dir.mkdir(parents=True, exist_ok=True)
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
 
 # All interfaces: inside a container; the reverse proxy is the public edge.
-bind = f"0.0.0.0:{_server.port}"
-workers = _server.workers
-threads = _server.threads
-timeout = _server.timeout
+bind = f"0.0.0.0:{_settings.port}"
+workers = _settings.web_concurrency
+threads = _settings.gunicorn_threads
+timeout = _settings.gunicorn_timeout
 # Must stay below the container's stop grace period, so SIGTERM drains in-flight requests.
-graceful_timeout = _server.graceful_timeout
-keepalive = _server.keepalive
-forwarded_allow_ips = _server.forwarded_allow_ips
+graceful_timeout = _settings.gunicorn_graceful_timeout
+keepalive = _settings.gunicorn_keepalive
+forwarded_allow_ips = _settings.forwarded_allow_ips
 # Build the app once in the master: a config error stops start-up with one clear message,
 # and workers fork with the code already imported.
 preload_app = True
@@ -63,14 +68,14 @@ class AppLogger(Logger):
 logger_class = AppLogger
 # gunicorn's own lines go through the app's handler: one format (JSON in production) on stdout.
 logconfig_dict = {
-    "root": {"level": _server.log_level, "handlers": ["app"]},
+    "root": {"level": _settings.log_level, "handlers": ["app"]},
     "loggers": {
-        "gunicorn.error": {"level": _server.log_level, "handlers": [], "propagate": True},
+        "gunicorn.error": {"level": _settings.log_level, "handlers": [], "propagate": True},
         "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
         # Alembic announces its plugins at INFO when the app is imported: noise at every start.
         "alembic.runtime.plugins": {"level": "WARNING"},
     },
-    "handlers": {"app": {"()": "app.observability.logs.stdout_handler", "log_format": _server.log_format}},
+    "handlers": {"app": {"()": "app.observability.logs.stdout_handler", "log_format": _settings.log_format}},
 }
 # No runtime control socket: it would be written under $HOME, which a read-only,
 # non-root container does not have; operators manage the server with signals.
@@ -102,13 +107,13 @@ def when_ready(server: "Arbiter") -> None:
         from app.lifecycle import start_draining
 
         start_draining()
-        server.log.info("SIGTERM: draining for %s s before the graceful stop", _server.drain_seconds)
-        time.sleep(_server.drain_seconds)
+        server.log.info("SIGTERM: draining for %s s before the graceful stop", _settings.shutdown_drain_seconds)
+        time.sleep(_settings.shutdown_drain_seconds)
         graceful_stop()
 
     server.handle_term = drain_then_stop  # type: ignore[method-assign]
 
 
 def on_exit(server: "Arbiter") -> None:
-    if _server.metrics_dir is None:
+    if _settings.metrics_dir is None:
         shutil.rmtree(_metrics_dir, ignore_errors=True)

@@ -1,113 +1,50 @@
-"""Settings, read once from the environment and cast strictly.
+"""Settings: one typed model (pydantic-settings), read once from the environment.
 
-This is the only module that reads ``os.environ``. A bad value is a start-up
+This is the only module that reads the environment; the app and the server
+(gunicorn.conf.py) read the same :class:`Settings`. A bad value is a start-up
 error that names the variable, never a silent default.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from limits import parse_many
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-ENVIRONMENTS = ("local", "test", "production")
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-LOG_FORMATS = ("json", "console")
-_GIT_SHA = re.compile(r"[0-9a-f]{7,40}")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIN_SECRET_KEY_LENGTH = 32
-DEFAULT_RATE_LIMIT = "600 per minute"
-DEFAULT_RATE_LIMIT_WRITES = "120 per minute"
 SQLITE_FILENAME = "items.db"
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
+_GIT_SHA = re.compile(r"[0-9a-f]{7,40}")
+_ORIGIN = re.compile(r"https?://[^/\s]+")
+# Not a setting: where Flask keeps the embedded SQLite file; passed by load_settings only.
+_INSTANCE_PATH = "__instance_path__"
 
 
 class ConfigError(RuntimeError):
     """A setting is missing or invalid; the message names the variable."""
 
 
-def _raw(source: Mapping[str, object], name: str) -> object | None:
-    value = source.get(name)
-    if isinstance(value, str) and value.strip() == "":
-        return None
-    return value
+def _integer(value: object) -> object:
+    # Plain ASCII digits only: pydantic alone would take "1.0", "1_000" and full-width digits.
+    if isinstance(value, bool) or (isinstance(value, str) and not re.fullmatch(r"-?[0-9]+", value.strip())):
+        raise ValueError("not a valid integer")
+    return int(value.strip()) if isinstance(value, str) else value
 
 
-def _string(source: Mapping[str, object], name: str, default: str) -> str:
-    value = _raw(source, name)
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise ConfigError(f"{name} must be a string, got {value!r}")
-    return value.strip()
+def _casefold(upper: bool) -> BeforeValidator:
+    return BeforeValidator(lambda v: (v.strip().upper() if upper else v.strip().lower()) if isinstance(v, str) else v)
 
 
-def _choice(source: Mapping[str, object], name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = _string(source, name, default)
-    normalized = value.upper() if choices == LOG_LEVELS else value.lower()
-    if normalized not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-    return normalized
-
-
-def _bool(source: Mapping[str, object], name: str, default: bool) -> bool:
-    value = _raw(source, name)
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ConfigError(f"{name} is not a valid boolean: {value!r} (use true/false, 1/0, yes/no, on/off)")
-
-
-def _int(source: Mapping[str, object], name: str, default: int, minimum: int, maximum: int) -> int:
-    value = _raw(source, name)
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        raise ConfigError(f"{name} is not a valid integer: {value!r}")
-    if isinstance(value, int):
-        number = value
-    else:
-        text = str(value).strip()
-        if not text.lstrip("-").isdigit() or not text.isascii():
-            raise ConfigError(f"{name} is not a valid integer: {value!r}")
-        number = int(text)
-    if not minimum <= number <= maximum:
-        raise ConfigError(f"{name} must be between {minimum} and {maximum}; got {number}")
-    return number
-
-
-def _log_format(source: Mapping[str, object], app_env: str) -> str:
-    # Machines read production and test logs; people read local ones.
-    return _choice(source, "LOG_FORMAT", "console" if app_env == "local" else "json", LOG_FORMATS)
-
-
-def _optional_path(source: Mapping[str, object], name: str) -> Path | None:
-    value = _string(source, name, "")
-    if value and not Path(value).is_absolute():
-        raise ConfigError(f"{name} must be an absolute path; got {value!r}")
-    return Path(value) if value else None
-
-
-def _git_sha(source: Mapping[str, object]) -> str:
-    value = _string(source, "GIT_SHA", "unknown").lower()
-    if value != "unknown" and not _GIT_SHA.fullmatch(value):
-        raise ConfigError(f"GIT_SHA must be a git commit hash (7 to 40 hex digits); got {value!r}")
-    return value
+Int = Annotated[int, BeforeValidator(_integer)]
+LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], _casefold(upper=True)]
 
 
 def normalize_database_url(name: str, value: str) -> URL:
@@ -123,42 +60,155 @@ def normalize_database_url(name: str, value: str) -> URL:
     return url
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The application's settings; every field maps to one environment variable."""
+class Settings(BaseSettings):
+    """The application's and the server's settings; each field is the variable of its name."""
 
-    app_env: str
-    database_url: URL
-    secret_key: str
-    debug: bool
-    log_level: str
-    max_content_length: int
-    db_pool_size: int
-    db_max_overflow: int
-    db_pool_timeout: int
-    db_connect_timeout: int
-    db_statement_timeout_ms: int
-    log_format: str = "json"
+    model_config = SettingsConfigDict(
+        case_sensitive=False, frozen=True, extra="ignore", str_strip_whitespace=True, arbitrary_types_allowed=True
+    )
+
+    app_env: Annotated[Literal["local", "test", "production"], _casefold(upper=False)] = "local"
+    database_url: Annotated[URL, NoDecode]
+    secret_key: str = ""
+    debug: bool = Field(False, validation_alias="flask_debug")
+    log_level: LogLevel = "INFO"
+    # Machines read production and test logs; people read local ones (default set below).
+    log_format: Annotated[Literal["json", "console"], _casefold(upper=False)]
+    max_content_length: Int = Field(1024 * 1024, ge=1024, le=100 * 1024 * 1024)
+    db_pool_size: Int = Field(5, ge=1, le=100)
+    db_max_overflow: Int = Field(5, ge=0, le=100)
+    db_pool_timeout: Int = Field(2, ge=1, le=60)
+    db_connect_timeout: Int = Field(2, ge=1, le=60)
+    db_statement_timeout_ms: Int = Field(5000, ge=0, le=600_000)
     # DATABASE_URL points at PgBouncer in transaction mode: no server-side prepared
     # statements, no startup options (app/db.py says why).
     db_pgbouncer: bool = False
     # The connection budget (README "Scaling"), enforced when DB_MAX_CONNECTIONS is set.
-    web_concurrency: int = 2
-    expected_replicas: int = 1
-    db_max_connections: int = 0
-    db_reserved_connections: int = 10
+    expected_replicas: Int = Field(1, ge=1, le=1000)
+    db_max_connections: Int = Field(0, ge=0, le=100_000)
+    db_reserved_connections: Int = Field(10, ge=0, le=10_000)
     # Reverse proxies in front of the app whose X-Forwarded-For/-Proto are believed (Caddy: 1).
-    trusted_proxy_hops: int = 0
-    git_sha: str = "unknown"
+    trusted_proxy_hops: Int = Field(0, ge=0, le=5)
+    git_sha: Annotated[str, _casefold(upper=False)] = "unknown"
     # Set by gunicorn.conf.py: workers share metrics through files in this directory.
-    metrics_dir: Path | None = None
+    metrics_dir: Path | None = Field(None, validation_alias="prometheus_multiproc_dir")
     auth_disabled: bool = False
     reads_require_auth: bool = False
     redis_url: str | None = None
     rate_limit_enabled: bool = True
-    rate_limit: str = DEFAULT_RATE_LIMIT
-    rate_limit_writes: str = DEFAULT_RATE_LIMIT_WRITES
-    cors_origins: tuple[str, ...] = ()
+    rate_limit: str = "600 per minute"
+    rate_limit_writes: str = "120 per minute"
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    # The production HTTP server (gunicorn.conf.py).
+    port: Int = Field(8000, ge=1, le=65535)
+    web_concurrency: Int = Field(2, ge=1, le=64)
+    gunicorn_threads: Int = Field(1, ge=1, le=64)
+    gunicorn_timeout: Int = Field(30, ge=1, le=3600)
+    gunicorn_graceful_timeout: Int = Field(20, ge=1, le=3600)
+    gunicorn_keepalive: Int = Field(5, ge=0, le=3600)
+    forwarded_allow_ips: str = "127.0.0.1"
+    shutdown_drain_seconds: Int = Field(3, ge=0, le=60)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Overrides (create_app's config), then the process environment; no .env file.
+        return init_settings, env_settings
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        # A blank variable is an unset one.
+        data = {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
+        instance_path = Path(data.pop(_INSTANCE_PATH, PROJECT_ROOT / "instance"))
+        env = str(data.get("app_env", "local")).strip().lower()
+        data.setdefault("log_format", "console" if env == "local" else "json")
+        if env != "production":
+            # Outside production a per-process key is fine: nothing signed outlives it.
+            data.setdefault("secret_key", secrets.token_hex(32))
+            data.setdefault("database_url", f"sqlite:///{instance_path / SQLITE_FILENAME}")
+        elif "database_url" not in data:
+            raise ConfigError("DATABASE_URL must be set when APP_ENV=production")
+        return data
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _database_url(cls, value: object) -> object:
+        return normalize_database_url("DATABASE_URL", value) if isinstance(value, str) else value
+
+    @field_validator("git_sha")
+    @classmethod
+    def _git_sha(cls, value: str) -> str:
+        if value != "unknown" and not _GIT_SHA.fullmatch(value):
+            raise ConfigError(f"GIT_SHA must be a git commit hash (7 to 40 hex digits); got {value!r}")
+        return value
+
+    @field_validator("metrics_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
+            raise ConfigError(f"PROMETHEUS_MULTIPROC_DIR must be an absolute path; got {str(value)!r}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("REDIS_URL must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("rate_limit", "rate_limit_writes")
+    @classmethod
+    def _rate_limit(cls, value: str, info: ValidationInfo) -> str:
+        try:
+            parse_many(value)
+        except ValueError:
+            name = str(info.field_name).upper()
+            raise ConfigError(f"{name} is not a rate limit like '300 per minute' or '10/second': {value!r}") from None
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        origins = [o.strip() for o in value.split(",") if o.strip()] if isinstance(value, str) else value
+        for origin in origins if isinstance(origins, list | tuple) else ():
+            if origin == "*" or not _ORIGIN.fullmatch(str(origin)):
+                raise ConfigError(f"CORS_ORIGINS must list origins like https://app.example.com; got {origin!r}")
+        return origins
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.is_production:
+            if self.database_url.get_backend_name() == "sqlite":
+                raise ConfigError("DATABASE_URL must point to PostgreSQL when APP_ENV=production, not SQLite")
+            if len(self.secret_key) < MIN_SECRET_KEY_LENGTH:
+                raise ConfigError(
+                    f"SECRET_KEY must be set to a random value of at least {MIN_SECRET_KEY_LENGTH} "
+                    "characters when APP_ENV=production"
+                )
+            if self.debug:
+                raise ConfigError("FLASK_DEBUG must be off when APP_ENV=production")
+            if self.auth_disabled:
+                raise ConfigError("AUTH_DISABLED must be off when APP_ENV=production")
+            if self.rate_limit_enabled and self.redis_url is None:
+                raise ConfigError(
+                    "REDIS_URL must be set when APP_ENV=production, so rate limits hold across workers "
+                    "(or set RATE_LIMIT_ENABLED=false)"
+                )
+        # All replicas' pools must not be able to exhaust the server's connections.
+        available = self.db_max_connections - self.db_reserved_connections
+        if self.db_max_connections and self.connection_budget > available:
+            raise ConfigError(
+                "connection budget exceeded: EXPECTED_REPLICAS x WEB_CONCURRENCY x (DB_POOL_SIZE + DB_MAX_OVERFLOW) "
+                f"= {self.connection_budget} > DB_MAX_CONNECTIONS - DB_RESERVED_CONNECTIONS = {available}"
+            )
+        return self
 
     @property
     def is_production(self) -> bool:
@@ -178,150 +228,41 @@ class Settings:
         }
 
 
+class _GivenEnvironment(Settings):
+    """Settings from a given mapping instead of the process environment (tests)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
 def load_settings(
     overrides: Mapping[str, object] | None = None,
     *,
-    instance_path: str | Path,
+    instance_path: str | Path = PROJECT_ROOT / "instance",
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Build settings from the environment, with ``overrides`` taking precedence."""
-    source: dict[str, object] = dict(os.environ if environ is None else environ)
-    source.update(overrides or {})
-
-    app_env = _choice(source, "APP_ENV", "local", ENVIRONMENTS)
-    production = app_env == "production"
-
-    raw_url = _string(source, "DATABASE_URL", "")
-    if raw_url:
-        database_url = normalize_database_url("DATABASE_URL", raw_url)
-    elif production:
-        raise ConfigError("DATABASE_URL must be set when APP_ENV=production")
-    else:
-        database_url = make_url(f"sqlite:///{Path(instance_path) / SQLITE_FILENAME}")
-    if production and database_url.get_backend_name() == "sqlite":
-        raise ConfigError("DATABASE_URL must point to PostgreSQL when APP_ENV=production, not SQLite")
-
-    secret_key = _string(source, "SECRET_KEY", "")
-    if production and len(secret_key) < MIN_SECRET_KEY_LENGTH:
-        raise ConfigError(
-            f"SECRET_KEY must be set to a random value of at least {MIN_SECRET_KEY_LENGTH} "
-            "characters when APP_ENV=production"
-        )
-    if not secret_key:
-        # Outside production a per-process key is fine: nothing signed outlives it.
-        secret_key = secrets.token_hex(32)
-
-    debug = _bool(source, "FLASK_DEBUG", False)
-    if production and debug:
-        raise ConfigError("FLASK_DEBUG must be off when APP_ENV=production")
-
-    settings = Settings(
-        app_env=app_env,
-        database_url=database_url,
-        secret_key=secret_key,
-        debug=debug,
-        log_level=_choice(source, "LOG_LEVEL", "INFO", LOG_LEVELS),
-        max_content_length=_int(source, "MAX_CONTENT_LENGTH", 1024 * 1024, 1024, 100 * 1024 * 1024),
-        db_pool_size=_int(source, "DB_POOL_SIZE", 5, 1, 100),
-        db_max_overflow=_int(source, "DB_MAX_OVERFLOW", 5, 0, 100),
-        db_pool_timeout=_int(source, "DB_POOL_TIMEOUT", 2, 1, 60),
-        db_connect_timeout=_int(source, "DB_CONNECT_TIMEOUT", 2, 1, 60),
-        db_statement_timeout_ms=_int(source, "DB_STATEMENT_TIMEOUT_MS", 5000, 0, 600_000),
-        db_pgbouncer=_bool(source, "DB_PGBOUNCER", False),
-        web_concurrency=_int(source, "WEB_CONCURRENCY", 2, 1, 64),
-        expected_replicas=_int(source, "EXPECTED_REPLICAS", 1, 1, 1000),
-        db_max_connections=_int(source, "DB_MAX_CONNECTIONS", 0, 0, 100_000),
-        db_reserved_connections=_int(source, "DB_RESERVED_CONNECTIONS", 10, 0, 10_000),
-        log_format=_log_format(source, app_env),
-        trusted_proxy_hops=_int(source, "TRUSTED_PROXY_HOPS", 0, 0, 5),
-        git_sha=_git_sha(source),
-        metrics_dir=_optional_path(source, "PROMETHEUS_MULTIPROC_DIR"),
-        **_security_settings(source, production),
-    )
-    _check_connection_budget(settings)
-    return settings
-
-
-def _check_connection_budget(settings: Settings) -> None:
-    """Refuse to start when all replicas' pools could exhaust the server's connections."""
-    available = settings.db_max_connections - settings.db_reserved_connections
-    if settings.db_max_connections and settings.connection_budget > available:
-        raise ConfigError(
-            "connection budget exceeded: EXPECTED_REPLICAS x WEB_CONCURRENCY x (DB_POOL_SIZE + DB_MAX_OVERFLOW) "
-            f"= {settings.connection_budget} > DB_MAX_CONNECTIONS - DB_RESERVED_CONNECTIONS = {available}"
-        )
-
-
-def _rate_limit(source: Mapping[str, object], name: str, default: str) -> str:
-    value = _string(source, name, default)
+    """Build settings from the environment (or ``environ``), ``overrides`` taking precedence."""
+    values: dict[str, Any] = {name.lower(): value for name, value in (environ or {}).items()}
+    values.update({name.lower(): value for name, value in (overrides or {}).items()})
+    values[_INSTANCE_PATH] = instance_path
     try:
-        parse_many(value)
-    except ValueError:
-        raise ConfigError(f"{name} is not a rate limit like '300 per minute' or '10/second': {value!r}") from None
-    return value
+        return (Settings if environ is None else _GivenEnvironment)(**values)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        # Fields are named (or aliased) after their variables.
+        name = str(error["loc"][0]).upper() if error["loc"] else "A setting"
+        reason = error["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{name} is invalid: {reason}; got {error.get('input')!r}") from None
 
 
-def _origins(source: Mapping[str, object]) -> tuple[str, ...]:
-    origins = tuple(o.strip() for o in _string(source, "CORS_ORIGINS", "").split(",") if o.strip())
-    for origin in origins:
-        if origin == "*" or not re.fullmatch(r"https?://[^/\s]+", origin):
-            raise ConfigError(f"CORS_ORIGINS must list origins like https://app.example.com; got {origin!r}")
-    return origins
-
-
-def _security_settings(source: Mapping[str, object], production: bool) -> dict[str, Any]:
-    auth_disabled = _bool(source, "AUTH_DISABLED", False)
-    if production and auth_disabled:
-        raise ConfigError("AUTH_DISABLED must be off when APP_ENV=production")
-    rate_limit_enabled = _bool(source, "RATE_LIMIT_ENABLED", True)
-    redis_url = _string(source, "REDIS_URL", "") or None
-    if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError("REDIS_URL must be a redis://, rediss:// or unix:// URL")
-    if production and rate_limit_enabled and redis_url is None:
-        raise ConfigError(
-            "REDIS_URL must be set when APP_ENV=production, so rate limits hold across workers "
-            "(or set RATE_LIMIT_ENABLED=false)"
-        )
-    return {
-        "auth_disabled": auth_disabled,
-        "reads_require_auth": _bool(source, "READS_REQUIRE_AUTH", False),
-        "redis_url": redis_url,
-        "rate_limit_enabled": rate_limit_enabled,
-        "rate_limit": _rate_limit(source, "RATE_LIMIT", DEFAULT_RATE_LIMIT),
-        "rate_limit_writes": _rate_limit(source, "RATE_LIMIT_WRITES", DEFAULT_RATE_LIMIT_WRITES),
-        "cors_origins": _origins(source),
-    }
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """Settings of the production HTTP server (gunicorn), read by ``gunicorn.conf.py``."""
-
-    port: int
-    workers: int
-    threads: int
-    timeout: int
-    graceful_timeout: int
-    keepalive: int
-    forwarded_allow_ips: str
-    drain_seconds: int
-    log_level: str = "INFO"
-    log_format: str = "json"
-    metrics_dir: Path | None = None
-
-
-def load_server_settings(environ: Mapping[str, str] | None = None) -> ServerSettings:
-    source: dict[str, object] = dict(os.environ if environ is None else environ)
-    return ServerSettings(
-        port=_int(source, "PORT", 8000, 1, 65535),
-        workers=_int(source, "WEB_CONCURRENCY", 2, 1, 64),
-        threads=_int(source, "GUNICORN_THREADS", 1, 1, 64),
-        timeout=_int(source, "GUNICORN_TIMEOUT", 30, 1, 3600),
-        graceful_timeout=_int(source, "GUNICORN_GRACEFUL_TIMEOUT", 20, 1, 3600),
-        keepalive=_int(source, "GUNICORN_KEEPALIVE", 5, 0, 3600),
-        forwarded_allow_ips=_string(source, "FORWARDED_ALLOW_IPS", "127.0.0.1"),
-        drain_seconds=_int(source, "SHUTDOWN_DRAIN_SECONDS", 3, 0, 60),
-        log_level=_choice(source, "LOG_LEVEL", "INFO", LOG_LEVELS),
-        log_format=_log_format(source, _choice(source, "APP_ENV", "local", ENVIRONMENTS)),
-        metrics_dir=_optional_path(source, "PROMETHEUS_MULTIPROC_DIR"),
-    )
+def variable_names() -> list[str]:
+    """The environment variables the settings read (documented in .env.example)."""
+    return [str(field.validation_alias or name).upper() for name, field in Settings.model_fields.items()]

@@ -8,13 +8,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.config import load_server_settings, load_settings
+from app.config import load_settings
 from tests.k8s.support import K8S, Manifest, config_data, one, pod_spec
 
 APP_UID = 10001  # the image's fixed non-root user (Dockerfile)
 API_PORT = 8000
 IMMUTABLE_TAG = re.compile(r"sha-(?:[0-9a-f]{7,40}|REPLACE_ME)")
 SECRET_KEYS = {"DATABASE_URL", "SECRET_KEY", "REDIS_URL"}
+# Stand-ins for the Secret's values, so the rendered config can be loaded as production settings.
+PRODUCTION_SECRETS = {
+    "DATABASE_URL": "postgresql+psycopg://items:pw@db.example:5432/items?sslmode=verify-full",
+    "SECRET_KEY": "x" * 48,
+    "REDIS_URL": "rediss://redis.example:6379/0",
+}
 NAMESPACES = {"staging": "items-api-staging", "production": "items-api"}
 
 
@@ -120,7 +126,7 @@ def test_the_hpa_owns_the_replica_count_and_the_pdb_leaves_room_to_drain(objects
 def test_termination_grace_covers_the_prestop_pause_and_gunicorns_drain(objects: list[Manifest]) -> None:
     spec = pod_spec(one(objects, "Deployment", "items-api"))
     pause = spec["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
-    graceful = load_server_settings(config_data(objects)).graceful_timeout
+    graceful = load_settings(environ={**config_data(objects), **PRODUCTION_SECRETS}).gunicorn_graceful_timeout
     assert pause >= 5
     assert spec["terminationGracePeriodSeconds"] > pause + graceful
 
@@ -177,16 +183,10 @@ def test_the_secret_template_names_every_secret_and_holds_no_real_value() -> Non
 
 
 def test_the_app_accepts_the_config_as_production_settings(objects: list[Manifest], tmp_path: Path) -> None:
-    environ = {
-        **config_data(objects),
-        "DATABASE_URL": "postgresql+psycopg://items:pw@db.example:5432/items?sslmode=verify-full",
-        "SECRET_KEY": "x" * 48,
-        "REDIS_URL": "rediss://redis.example:6379/0",
-    }
+    environ = {**config_data(objects), **PRODUCTION_SECRETS}
     settings = load_settings(instance_path=tmp_path, environ=environ)
-    server = load_server_settings(environ)
     assert settings.is_production
-    assert server.port == API_PORT
+    assert settings.port == API_PORT
     assert str(settings.metrics_dir) == environ["PROMETHEUS_MULTIPROC_DIR"]
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import ConfigError, load_server_settings, load_settings
+from app.config import ConfigError, load_settings
 
 
 @pytest.mark.parametrize(("app_env", "expected"), [("local", "console"), ("test", "json"), ("production", "json")])
@@ -15,7 +15,6 @@ def test_log_format_defaults_to_console_only_locally(instance_path: Path, app_en
     environ["RATE_LIMIT_ENABLED"] = "false"  # production would otherwise want REDIS_URL
 
     assert load_settings(instance_path=instance_path, environ=environ).log_format == expected
-    assert load_server_settings({"APP_ENV": app_env}).log_format == expected
 
 
 @pytest.mark.parametrize(
@@ -52,11 +51,10 @@ def test_observability_settings_are_read(instance_path: Path, tmp_path: Path) ->
         "LOG_FORMAT": "JSON",
     }
 
-    settings = load_settings(instance_path=instance_path, environ=environ)
-    server = load_server_settings({**environ, "LOG_LEVEL": "warning"})
+    settings = load_settings(instance_path=instance_path, environ={**environ, "LOG_LEVEL": "warning"})
 
     assert settings.trusted_proxy_hops == 1
     assert settings.git_sha == "0123456789abcdef0123456789abcdef01234567"
-    assert settings.metrics_dir == server.metrics_dir == tmp_path
-    assert settings.log_format == server.log_format == "json"
-    assert server.log_level == "WARNING"
+    assert settings.metrics_dir == tmp_path
+    assert settings.log_format == "json"
+    assert settings.log_level == "WARNING"
