@@ -13,15 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import click
 import orjson
-from flask import Flask, Response, request
-from flask.cli import AppGroup
+from flask import Response, request
 from sqlalchemy.orm import Session
 
 from . import crud
 from .auth import current_principal
-from .db import get_database
 from .errors import ApiError
 from .models import IDEMPOTENCY_KEY_MAX_LENGTH, IdempotencyKey
 
@@ -106,19 +103,3 @@ def claim(session: Session) -> Claim | None:
         replay.headers["Location"] = stored.location
     current.replay = replay
     return current
-
-
-idempotency_cli = AppGroup("idempotency", help="Idempotency keys of POST /items.")
-
-
-@idempotency_cli.command("prune")
-@click.option("--older-than-hours", type=click.IntRange(min=1), default=int(TTL.total_seconds() // 3600))
-def prune_command(older_than_hours: int) -> None:
-    """Delete keys older than their lifetime (24 hours). Safe to run from cron."""
-    with get_database().sessionmaker.begin() as session:
-        pruned = crud.idempotency.prune_idempotency_keys(session, older_than=timedelta(hours=older_than_hours))
-    click.echo(f"Pruned {pruned} idempotency key(s).")
-
-
-def init_app(app: Flask) -> None:
-    app.cli.add_command(idempotency_cli)

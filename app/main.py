@@ -5,30 +5,31 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+import click
 from flask import Flask
 
 from . import (
     auth,
+    cli,
     db,
     errors,
-    idempotency,
-    migrate,
     observability,
     openapi,
     ratelimit,
     request_id,
     security_headers,
-    tokens_cli,
 )
 from .api import health, items
-from .config import load_settings
+from .config import ConfigError, Settings, load_settings
 from .json_provider import OrjsonProvider
 
 
 def create_app(config: Mapping[str, object] | None = None) -> Flask:
     """Build the app. ``config`` overrides environment variables by name (for tests)."""
     app = Flask(__name__, instance_relative_config=True)
-    settings = load_settings(config, instance_path=app.instance_path)
+    # Built by the flask command (a click context is active): its stdout is the command's result.
+    for_command = click.get_current_context(silent=True) is not None
+    settings = _settings(config, app.instance_path, for_command)
     app.config.from_mapping(settings.flask_config())
     app.json = OrjsonProvider(app)
     if settings.database_url.get_backend_name() == "sqlite":
@@ -36,7 +37,7 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
 
     db.init_app(app, settings)
-    observability.init_app(app, settings)
+    observability.init_app(app, settings, log_stream="stderr" if for_command else "stdout")
     db.log_connection_budget(settings)
     request_id.init_app(app)
     security_headers.init_app(app, settings)
@@ -47,7 +48,15 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
     app.register_blueprint(items.bp)
     openapi.init_app(app)
     ratelimit.init_app(app, settings)
-    migrate.init_app(app)
-    tokens_cli.init_app(app)
-    idempotency.init_app(app)
+    cli.init_app(app)
     return app
+
+
+def _settings(config: Mapping[str, object] | None, instance_path: str, for_command: bool) -> Settings:
+    try:
+        return load_settings(config, instance_path=instance_path)
+    except ConfigError as exc:
+        if not for_command:
+            raise
+        # The one line that names the variable ("Error: ..."), not a traceback around it.
+        raise click.ClickException(str(exc)) from None

@@ -1,16 +1,11 @@
-"""Alembic, driven from the app's own engine: ``flask db upgrade|downgrade|current``."""
+"""Alembic, driven from the app's own engine (the ``flask db`` commands are in app/cli.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import click
-from flask import Flask
-from flask.cli import AppGroup
 from sqlalchemy import Connection, Engine
-
-from .db import get_database
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -45,9 +40,6 @@ def downgrade(engine: Engine, revision: str) -> None:
         command.downgrade(alembic_config(connection), revision)
 
 
-db_cli = AppGroup("db", help="Database schema migrations (Alembic).")
-
-
 def current_revision(engine: Engine) -> str:
     """The revision the database is at, marked "(head)" when it is the latest."""
     from alembic.runtime.migration import MigrationContext
@@ -59,31 +51,3 @@ def current_revision(engine: Engine) -> str:
     if not current:
         return "base (empty schema)"
     return ", ".join(f"{rev} (head)" if rev == head else rev for rev in current)
-
-
-@db_cli.command("upgrade")
-@click.argument("revision", default="head")
-def upgrade_command(revision: str) -> None:
-    """Upgrade the schema to REVISION (default: head). Safe to run again."""
-    engine = get_database().engine
-    upgrade(engine, revision)
-    click.echo(f"Database schema at {current_revision(engine)}")
-
-
-@db_cli.command("downgrade")
-@click.argument("revision", default="-1")
-def downgrade_command(revision: str) -> None:
-    """Downgrade the schema to REVISION (default: one step back; "base" for empty)."""
-    engine = get_database().engine
-    downgrade(engine, revision)
-    click.echo(f"Database schema at {current_revision(engine)}")
-
-
-@db_cli.command("current")
-def current_command() -> None:
-    """Print the schema revision the database is at."""
-    click.echo(current_revision(get_database().engine))
-
-
-def init_app(app: Flask) -> None:
-    app.cli.add_command(db_cli)

@@ -9,9 +9,9 @@ from ..config import Settings
 from . import access, logs, metrics
 
 
-def init_app(app: Flask, settings: Settings) -> None:
+def init_app(app: Flask, settings: Settings, log_stream: logs.Stream = "stdout") -> None:
     """Wire logging, proxy trust, the access line and ``GET /metrics`` into ``app``."""
-    logs.configure_logging(settings.log_level, settings.log_format)
+    logs.configure_logging(settings.log_level, settings.log_format, log_stream)
     if settings.trusted_proxy_hops:
         # Believe exactly as many X-Forwarded-For/-Proto entries as there are proxies of
         # ours in front (Caddy: 1); a client cannot forge its address past them.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Literal, TextIO
 
 from flask import has_request_context
 from pythonjsonlogger.core import RESERVED_ATTRS
@@ -18,6 +18,7 @@ from pythonjsonlogger.orjson import OrjsonFormatter
 from ..request_id import current_request_id
 
 _OURS = "_items_api_handler"
+Stream = Literal["stdout", "stderr"]
 _NOT_EXTRA = frozenset({*RESERVED_ATTRS, "taskName"})
 
 
@@ -75,34 +76,41 @@ class RequestIdFilter(logging.Filter):
 
 
 class StdoutHandler(logging.StreamHandler[TextIO]):
-    """Writes to whatever ``sys.stdout`` is when the record is emitted.
+    """Writes to whatever ``sys.stdout`` (or ``sys.stderr``) is when the record is emitted.
 
     pytest swaps ``sys.stdout`` per test; a handler holding the first one would
     write to a closed stream once that test is over.
     """
 
-    def __init__(self) -> None:
-        super().__init__(sys.stdout)
+    def __init__(self, stream: Stream = "stdout") -> None:
+        self._stream_name = stream
+        super().__init__(getattr(sys, stream))
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.stream = sys.stdout
+        self.stream = getattr(sys, self._stream_name)
         super().emit(record)
 
 
-def stdout_handler(log_format: str = "json") -> logging.Handler:
+def stdout_handler(log_format: str = "json", stream: Stream = "stdout") -> logging.Handler:
     """The app's one handler; also named in gunicorn.conf.py so gunicorn's own lines match."""
-    handler = StdoutHandler()
+    handler = StdoutHandler(stream)
     handler.setFormatter(JsonFormatter() if log_format == "json" else ConsoleFormatter())
     handler.addFilter(RequestIdFilter())
     setattr(handler, _OURS, True)
     return handler
 
 
-def configure_logging(level: str, log_format: str) -> None:
-    """Install our handler on the root logger, replacing the one an earlier call installed."""
+def configure_logging(level: str, log_format: str, stream: Stream = "stdout") -> None:
+    """Install our handler on the root logger, replacing the one an earlier call installed.
+
+    Servers log to stdout (containers collect it); the flask commands log to stderr,
+    as their stdout is their result.
+    """
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, _OURS, False)]:
         root.removeHandler(handler)
         handler.close()
-    root.addHandler(stdout_handler(log_format))
+    root.addHandler(stdout_handler(log_format, stream))
     root.setLevel(level)
+    # Alembic announces its plugins at INFO whenever it is imported: noise, not news.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
