@@ -1,6 +1,7 @@
 # Two commands do all set-up: `make run` serves the API, `make test` runs the suite.
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
-VENV := .venv
+# Python 3.11 (the image's), 3.12 or 3.13; another venv per version: make test PYTHON=python3.13 VENV=.venv313
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3.13 || command -v python3)
+VENV ?= .venv
 BENCH_VENV := bench/.venv
 BIN := $(VENV)/bin
 FLASK := $(BIN)/flask --app app.main:create_app
@@ -24,7 +25,7 @@ help:
 	@echo "make reliability-test faults under load, fuzzing, backup/restore (own PostgreSQL cluster; at most 6 min)"
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Python 3.11 is required (set PYTHON=...)")'
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] not in ((3, 11), (3, 12), (3, 13)) and "Python 3.11, 3.12 or 3.13 is required (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
