@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-from tests.reliability.load import Attempt, Load
+from proofs.reliability.load import Attempt, Load
 
 RECOVERY_BUDGET_SECONDS = 2.0
 

@@ -1,12 +1,10 @@
-"""Fixtures of the reliability suite: one throwaway PostgreSQL cluster, a production server per test.
+"""Fixtures of the reliability proof: one throwaway PostgreSQL cluster, a production server per test.
 
-The suite takes minutes, so ``make test`` (which collects ``tests/``) leaves it out; it runs
-when named: ``pytest tests/reliability`` (``make reliability-test``).
+It takes minutes and lives outside ``tests/``; ``make reliability-test`` runs it (proofs/reliability/run.sh).
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -14,28 +12,27 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.checks import Result
-from tests.reliability.cluster import PG_BIN, Cluster, loopback_port
-from tests.reliability.server import Server, migrate_and_issue_token, production_env
+from proofs.reliability.checks import Result
+from tests.support.postgres import Cluster, run_cluster
+from tests.support.server import ServerProcess, gunicorn_command, migrate_and_issue_token, production_env
+from tests.support.tcp import free_port
 
 HERE = Path(__file__).resolve().parent
 SUITE_SECONDS = 360
 _results_key = pytest.StashKey[list[Result]]()
 _started_key = pytest.StashKey[float]()
-
-
-def _named(config: pytest.Config) -> bool:
-    for arg in config.args:
-        path = (config.invocation_params.dir / arg.split("::")[0]).resolve()
-        if path == HERE or HERE in path.parents:
-            return True
-    return False
-
-
-def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    if collection_path.resolve().parent == HERE and not _named(config):
-        return True
-    return None
+# Durability is what the suite checks, so the settings that promise it stay at their defaults
+# and are spelled out; the rest only makes a small cluster start fast.
+CLUSTER_SETTINGS: dict[str, object] = {
+    "unix_socket_directories": "''",
+    "fsync": "on",
+    "synchronous_commit": "on",
+    "full_page_writes": "on",
+    "max_connections": 100,
+    "shared_buffers": "32MB",
+    "log_min_messages": "warning",
+    "log_connections": "off",
+}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -50,17 +47,8 @@ def results(pytestconfig: pytest.Config) -> list[Result]:
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    if not (PG_BIN / "initdb").exists():
-        pytest.fail(f"PostgreSQL server binaries not found in {PG_BIN} (apt-get install postgresql-15)")
-    if shutil.which("runuser") is None:
-        pytest.fail("runuser (util-linux) is needed to run PostgreSQL as the postgres user")
-    cluster = Cluster()
-    try:
-        cluster.init()
-        cluster.start()
+    with run_cluster("items-reliability-pg-", CLUSTER_SETTINGS) as cluster:
         yield cluster
-    finally:
-        cluster.destroy()
 
 
 @dataclass
@@ -70,7 +58,7 @@ class Stack:
     cluster: Cluster
     database: str
     token: str
-    server: Server
+    server: ServerProcess
 
     @property
     def dsn(self) -> str:
@@ -79,10 +67,11 @@ class Stack:
 
 def make_stack(cluster: Cluster, workdir: Path, name: str, db_port: int | None = None) -> Stack:
     cluster.create_database(name)
-    env = production_env(cluster.url(name, db_port), loopback_port(), workdir)
+    port = free_port()
+    env = production_env(cluster.url(name, db_port), port, workdir)
     # Migrations and tokens go straight to the database, not through a proxy the test may cut.
     token = migrate_and_issue_token({**env, "DATABASE_URL": cluster.url(name)}, f"reliability-{name}")
-    return Stack(cluster, name, token, Server(env, int(env["PORT"]), workdir))
+    return Stack(cluster, name, token, ServerProcess(gunicorn_command(port), env, port, workdir))
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from psycopg import sql
 
-from tests.reliability.cluster import PG_BIN, Cluster
-from tests.reliability.conftest import Stack
-from tests.reliability.server import ROOT
+from proofs.reliability.conftest import Stack
+from tests.support.postgres import Cluster
+from tests.support.server import ROOT
 
 TITLES = ["plain", "  padded  ", "ünïcødé ✓", "emoji 🧪", "quote ' and \" and \\", "'; DROP TABLE items; --", "x" * 200]
 DESCRIPTIONS = [None, "", "line\nbreak\ttab", "z" * 5000, "日本語のテキスト"]
@@ -77,7 +77,7 @@ def test_a_dropped_database_is_restored_row_for_row(
     backups = tmp_path / "backups"
     env = {
         **os.environ,
-        "PATH": f"{PG_BIN}:{os.environ['PATH']}",
+        "PATH": f"{cluster.bindir}:{os.environ['PATH']}",
         "DATABASE_URL": cluster.url(stack.database),
         "BACKUP_DIR": str(backups),
         "BACKUP_KEEP": "2",

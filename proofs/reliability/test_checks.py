@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.reliability.checks import Window, evaluate, last_failure_seconds, recovery_seconds
-from tests.reliability.load import Attempt, Load, Write
+from proofs.reliability.checks import Window, evaluate, last_failure_seconds, recovery_seconds
+from proofs.reliability.load import Attempt, Load, Write
 
 WINDOW = Window(start=10.0, end=12.0)
 

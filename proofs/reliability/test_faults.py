@@ -15,12 +15,12 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from tests.reliability.checks import Result, Window, evaluate
-from tests.reliability.cluster import Cluster, loopback_port
-from tests.reliability.conftest import Stack, table
-from tests.reliability.load import Attempt, Load
-from tests.reliability.proxy import LinkProxy
-from tests.reliability.server import DRAIN_SECONDS, GRACEFUL_TIMEOUT_SECONDS, get
+from proofs.reliability.checks import Result, Window, evaluate
+from proofs.reliability.conftest import Stack, table
+from proofs.reliability.load import Attempt, Load
+from tests.support.postgres import Cluster
+from tests.support.proxy import LinkProxy
+from tests.support.server import DRAIN_SECONDS, GRACEFUL_TIMEOUT_SECONDS, status
 
 STEADY_SECONDS = 30
 WARMUP_SECONDS = 2
@@ -108,7 +108,7 @@ def test_a_database_crash_loses_no_acknowledged_write(
 def test_a_cut_database_link_loses_nothing(
     stack_factory: StackFactory, cluster: Cluster, results: list[Result]
 ) -> None:
-    proxy = LinkProxy(cluster.port, loopback_port())
+    proxy = LinkProxy(cluster.port)
     proxy.start()
     try:
         stack = stack_factory("linkcut", db_port=proxy.port)
@@ -130,7 +130,7 @@ def test_a_silently_stalled_database_link_only_delays(
     stack_factory: StackFactory, cluster: Cluster, results: list[Result]
 ) -> None:
     """The quiet kind of partition: no reset, no byte through for 3 s, then the link flows again."""
-    proxy = LinkProxy(cluster.port, loopback_port())
+    proxy = LinkProxy(cluster.port)
     proxy.start()
     try:
         stack = stack_factory("linkstall", db_port=proxy.port)
@@ -170,7 +170,7 @@ class ReadinessProbe:
     def _run(self) -> None:
         while not self._stop.wait(0.05):
             t0 = time.monotonic()
-            self.seen.append((t0, get(self.port, "/health/ready", timeout=2.0)))
+            self.seen.append((t0, status(self.port, "/health/ready", timeout=2.0)))
 
     def __enter__(self) -> ReadinessProbe:
         self._thread.start()

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.reliability.conftest import Stack
+from proofs.reliability.conftest import Stack
 
 StackFactory = Callable[..., Stack]
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.conftest import HERE, Stack
-from tests.reliability.server import ROOT
+from proofs.reliability.conftest import HERE, Stack
+from tests.support.server import ROOT
 
 MIN_CASES = 1000
 MAX_EXAMPLES_PER_OPERATION = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "180"))
@@ -30,7 +30,7 @@ def _schemathesis() -> str:
     beside_python = Path(sys.executable).with_name("schemathesis")
     found = str(beside_python) if beside_python.exists() else shutil.which("schemathesis")
     if found is None:
-        pytest.fail("schemathesis is not installed: pip install -r tests/reliability/requirements.txt")
+        pytest.fail("schemathesis is not installed: run it through make reliability-test (proofs/requirements.txt)")
     return found
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import URL
 
-from tests.scaleout.processes import PgBouncer, TlsCluster, run_pgbouncer, run_tls_cluster
+from tests.support.postgres import PgBouncer, TlsCluster, run_pgbouncer, run_tls_cluster
 
 PGBOUNCER_INI = Path(__file__).resolve().parents[2] / "docker" / "pgbouncer" / "pgbouncer.ini"
 

@@ -7,8 +7,6 @@ A throwaway cluster that accepts only TLS, with a certificate for localhost and
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +18,9 @@ from sqlalchemy.exc import OperationalError
 
 from app.main import create_app
 from app.migrate import upgrade
-from tests.scaleout.processes import TlsCluster
 from tests.support.auth import issue_token
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.postgres import TlsCluster
+from tests.support.server import run_flask
 
 
 def _url(cluster: TlsCluster, database: str, ca: Path, host: str = "localhost", sslmode: str = "verify-full") -> str:
@@ -81,15 +78,7 @@ def test_the_migration_step_names_the_certificate_failure(tls_cluster: TlsCluste
         "LOG_FORMAT": "console",
         "DATABASE_URL": _url(tls_cluster, database, tls_cluster.other_ca),
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "app.main:create_app", "db", "upgrade"],
-        cwd=ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_flask(environ, "db", "upgrade")
     assert done.returncode != 0
     assert "certificate verify failed" in done.stderr
 

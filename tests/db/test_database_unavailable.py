@@ -17,7 +17,8 @@ from app.migrate import upgrade
 from tests.conftest import app_config
 from tests.support.auth import bearer, issue_token
 from tests.support.databases import url_string
-from tests.support.tcp import BlackHole, LinkProxy, free_port
+from tests.support.proxy import LinkProxy
+from tests.support.tcp import BlackHole, free_port
 
 REQUESTS = [
     ("GET", "/items", None),
@@ -83,7 +84,7 @@ def test_the_service_recovers_by_itself_when_the_database_link_comes_back(fresh_
     upgrade(migrator)
     migrator.dispose()
     host, port = fresh_database_url.host or "127.0.0.1", fresh_database_url.port or 5432
-    proxy = LinkProxy(host, port)
+    proxy = LinkProxy(port, target_host=host)
     proxied = url_string(fresh_database_url.set(host="127.0.0.1", port=proxy.port))
     app = _app(proxied)
     client = app.test_client()

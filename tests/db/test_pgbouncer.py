@@ -23,10 +23,10 @@ from sqlalchemy.exc import OperationalError
 from app.db import get_session
 from app.main import create_app
 from app.migrate import upgrade
-from tests.scaleout.conftest import PGBOUNCER_INI, StartPgBouncer
-from tests.scaleout.processes import PgBouncer, pgbouncer_show
+from tests.db.conftest import PGBOUNCER_INI, StartPgBouncer
 from tests.support.auth import issue_token
 from tests.support.databases import url_string
+from tests.support.postgres import PgBouncer, pgbouncer_show
 
 pytestmark = pytest.mark.postgresql_only
 

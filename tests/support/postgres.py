@@ -1,19 +1,18 @@
-"""Real servers for the scale-out tests: PgBouncer and a throwaway TLS PostgreSQL cluster.
+"""Real PostgreSQL servers: a throwaway cluster (plain or TLS-only) and PgBouncer in front of one.
 
 They run as the ``postgres`` OS user when the tests run as root (both refuse root:
 subprocess switches user, as runuser would, without a process in between), on free
-loopback ports below 32768, and are stopped by the process id we started.
+loopback ports below 32768, in their own directory, and are stopped by the process id
+we started. They never touch the machine's main server.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import random
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +20,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
+from tests.support.databases import create_database, drop_database
+from tests.support.tcp import free_port, wait_for_port
 
 RUNNING_AS_ROOT = os.geteuid() == 0
 SERVER_USER = "postgres"
@@ -43,34 +45,11 @@ def require_tool(name: str, path: str | None = None) -> str:
 
 
 def postgres_bindir() -> Path:
+    """PG_BIN if set, else the newest installed PostgreSQL's server binaries."""
     candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
-    initdb = require_tool("initdb", str(candidates[-1]) if candidates else None)
+    default = str(candidates[-1]) if candidates else None
+    initdb = require_tool("initdb", str(Path(os.environ["PG_BIN"]) / "initdb") if "PG_BIN" in os.environ else default)
     return Path(initdb).parent
-
-
-def free_port() -> int:
-    """A free loopback port below 32768, outside Linux's ephemeral range."""
-    for _ in range(200):
-        port = random.randint(20_000, 32_767)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below 32768 on 127.0.0.1")
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes] | None, log: Path, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text(errors='replace')}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s:\n{log.read_text(errors='replace')}")
 
 
 def start_as_server_user(command: list[str]) -> subprocess.Popen[bytes]:
@@ -86,11 +65,15 @@ def start_as_server_user(command: list[str]) -> subprocess.Popen[bytes]:
     )
 
 
-def run_as_server_user(command: list[str], log: Path | None = None) -> None:
-    process = start_as_server_user(command)
-    if process.wait(timeout=60) != 0:
+def run_as_server_user(command: list[str], log: Path | None = None, timeout: float = 60) -> None:
+    user = SERVER_USER if RUNNING_AS_ROOT else None
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, check=False, user=user, group=user,
+        extra_groups=[] if user else None,
+    )  # fmt: skip
+    if done.returncode != 0:
         details = log.read_text(errors="replace") if log and log.exists() else ""
-        raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}\n{details}")
+        raise RuntimeError(f"{' '.join(command)} exited with {done.returncode}\n{done.stderr}\n{details}")
 
 
 @contextmanager
@@ -163,14 +146,6 @@ def run_pgbouncer(settings: dict[str, str], databases: dict[str, str], user: str
             process.wait(timeout=15)
 
 
-@dataclass(frozen=True)
-class TlsCluster:
-    port: int
-    ca: Path  # signed the server's certificate (CN localhost, SAN localhost and 127.0.0.1)
-    other_ca: Path  # a CA that signed nothing here
-    log: Path
-
-
 def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run([require_tool("openssl"), *args], cwd=cwd, check=True, capture_output=True)
 
@@ -207,40 +182,107 @@ def make_server_certificate(directory: Path, ca_key: Path, ca_cert: Path) -> tup
     return key, cert
 
 
+class Cluster:
+    """One PostgreSQL cluster (initdb + pg_ctl) in its own directory, that a test may restart and crash.
+
+    ``settings`` go to postgresql.conf (listen address and port are ours); ``hba`` replaces
+    pg_hba.conf (default: trust on loopback, as the test server).
+    """
+
+    def __init__(self, directory: Path, settings: dict[str, object], hba: str | None = None) -> None:
+        self.bindir = postgres_bindir()
+        self.root = directory
+        self.data, self.log = directory / "data", directory / "postgres.log"
+        self.port = free_port()
+        self.settings = {"listen_addresses": "'127.0.0.1'", "port": self.port, **settings}
+        self.hba = hba
+
+    def _pg_ctl(self, *args: str) -> None:
+        command = [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "30"]
+        run_as_server_user([*command, *args], self.log)
+
+    def init(self) -> None:
+        initdb = [str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust"]
+        run_as_server_user([*initdb, "-E", "UTF8", "--no-locale", "--no-sync"])
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.writelines(f"{name} = {value}\n" for name, value in self.settings.items())
+        if self.hba is not None:
+            (self.data / "pg_hba.conf").write_text(self.hba)
+
+    def start(self) -> None:
+        self._pg_ctl("start")
+
+    def restart_fast(self) -> None:
+        """Clean shutdown (active transactions rolled back, clients disconnected), then start."""
+        self._pg_ctl("-m", "fast", "restart")
+
+    def crash(self) -> None:
+        """Immediate stop: no checkpoint, crash recovery from the WAL on the next start."""
+        self._pg_ctl("-m", "immediate", "stop")
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self._pg_ctl("-m", "fast", "stop")
+
+    def dsn(self, database: str = "postgres") -> str:
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname={database} connect_timeout=5"
+
+    def url(self, database: str, port: int | None = None) -> str:
+        """The SQLAlchemy URL the app uses, optionally through a proxy on ``port``."""
+        return f"postgresql+psycopg://postgres@127.0.0.1:{port or self.port}/{database}"
+
+    def create_database(self, name: str) -> None:
+        drop_database(self.dsn(), name)
+        create_database(self.dsn(), name)
+
+    def drop_database(self, name: str) -> None:
+        drop_database(self.dsn(), name)
+
+    def connect(self, database: str) -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(self.dsn(database), autocommit=True)
+
+
+@contextmanager
+def run_cluster(prefix: str, settings: dict[str, object], hba: str | None = None) -> Iterator[Cluster]:
+    """An initialised, started cluster, stopped and deleted afterwards."""
+    with server_directory(prefix) as directory:
+        cluster = Cluster(directory, settings, hba)
+        cluster.init()
+        cluster.start()
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+
+
+@dataclass(frozen=True)
+class TlsCluster:
+    port: int
+    ca: Path  # signed the server's certificate (CN localhost, SAN localhost and 127.0.0.1)
+    other_ca: Path  # a CA that signed nothing here
+    log: Path
+
+
 @contextmanager
 def run_tls_cluster() -> Iterator[TlsCluster]:
     """A fresh PostgreSQL cluster that accepts only TLS connections, on 127.0.0.1 and 127.0.0.2."""
-    bindir = postgres_bindir()
-    with server_directory("items-tls-pg-") as directory:
-        ca_key, ca = make_ca(directory, "right")
-        _, other_ca = make_ca(directory, "wrong")
-        server_key, server_cert = make_server_certificate(directory, ca_key, ca)
-        data, log = directory / "data", directory / "postgres.log"
-        give_to_server_user(*directory.iterdir())
-        run_as_server_user([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync"])
-        (data / "pg_hba.conf").write_text(
-            "local all all trust\nhostssl all all 127.0.0.0/8 trust\nhostnossl all all 0.0.0.0/0 reject\n"
-        )
-        port = free_port()
-        options = " ".join(
-            f"-c {name}={value}"
-            for name, value in {
-                "port": port,
-                "listen_addresses": "'127.0.0.1,127.0.0.2'",
-                "unix_socket_directories": directory,
-                "ssl": "on",
-                "ssl_cert_file": server_cert,
-                "ssl_key_file": server_key,
-                "fsync": "off",
-                "max_connections": 30,
-            }.items()
-        )
-        pg_ctl = [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "30"]
-        run_as_server_user([*pg_ctl, "-o", options, "start"], log)
-        try:
-            yield TlsCluster(port, ca, other_ca, log)
-        finally:
-            run_as_server_user([*pg_ctl, "-m", "fast", "stop"])
+    with server_directory("items-tls-certs-") as certs:
+        ca_key, ca = make_ca(certs, "right")
+        _, other_ca = make_ca(certs, "wrong")
+        server_key, server_cert = make_server_certificate(certs, ca_key, ca)
+        give_to_server_user(*certs.iterdir())
+        settings = {
+            "listen_addresses": "'127.0.0.1,127.0.0.2'",
+            "unix_socket_directories": f"'{certs}'",
+            "ssl": "on",
+            "ssl_cert_file": f"'{server_cert}'",
+            "ssl_key_file": f"'{server_key}'",
+            "fsync": "off",
+            "max_connections": 30,
+        }
+        hba = "local all all trust\nhostssl all all 127.0.0.0/8 trust\nhostnossl all all 0.0.0.0/0 reject\n"
+        with run_cluster("items-tls-pg-", settings, hba) as cluster:
+            yield TlsCluster(cluster.port, ca, other_ca, cluster.log)
 
 
 def pgbouncer_show(bouncer: PgBouncer, user: str, what: str) -> list[dict[str, str]]:

@@ -7,6 +7,8 @@ import socket
 import struct
 import threading
 
+from tests.support.tcp import free_port
+
 
 def _reset(sock: socket.socket) -> None:
     # SO_LINGER 0: close() sends RST, as when a firewall or a dead peer kills the link.
@@ -18,16 +20,16 @@ def _reset(sock: socket.socket) -> None:
 
 
 class LinkProxy:
-    """Forwards 127.0.0.1:``port`` to 127.0.0.1:``target_port``.
+    """Forwards 127.0.0.1:``port`` (a free one unless given) to ``target_host``:``target_port``.
 
     ``cut()`` resets every open link and refuses new connections until ``restore()``.
     ``stall()`` is the silent kind of partition: links stay open but no byte passes
     (nor any new connection completes) until ``resume()``.
     """
 
-    def __init__(self, target_port: int, port: int) -> None:
-        self.target = ("127.0.0.1", target_port)
-        self.port = port
+    def __init__(self, target_port: int, port: int | None = None, target_host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self.port = port or free_port()
         self._server: socket.socket | None = None
         self._links: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -99,3 +101,10 @@ class LinkProxy:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
+
+    def __enter__(self) -> LinkProxy:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cut()
