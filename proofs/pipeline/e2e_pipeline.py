@@ -1,6 +1,6 @@
 """Pipeline check: .gitlab-ci.yml validated, its jobs run, and the deploy it ends in.
 
-Run it with `bash tests/pipeline/run.sh` (`make pipeline-test`), which starts the
+Run it with `bash proofs/pipeline/run.sh` (`make pipeline-test`), which starts the
 private engine and the registry and stops them again. Steps, in file order:
 1 the file against GitLab's schema and gitlab-ci-local's parser, rules per
 pipeline kind, pins; 2 the test and build jobs under gitlab-ci-local against a
@@ -100,7 +100,7 @@ def sha_a(snapshot: Snapshot) -> str:
 @pytest.fixture(scope="session")
 def engine() -> None:
     if not os.environ.get("DOCKER_HOST"):
-        pytest.fail("no private engine: run this through tests/pipeline/run.sh")
+        pytest.fail("no private engine: run this through proofs/pipeline/run.sh")
     docker("version")
 
 
@@ -108,7 +108,7 @@ def engine() -> None:
 def standins(engine: None, ci: dict[str, Any]) -> None:
     dind = ci["build"]["services"][0]["name"]
     started = time.monotonic()
-    script = 'source scripts/container/lib.sh && ct_build_standins && ct_build_pipeline_standins "$1"'
+    script = 'source proofs/lib.sh && ct_build_standins && ct_build_pipeline_standins "$1"'
     run(["bash", "-c", script, "-", dind], timeout=480)
     record("stand-in images ready (built or loaded from cache)", f"{time.monotonic() - started:.1f} s")
 

@@ -209,7 +209,7 @@ def gitlab_ci_local(
     The proxy variables point gitlab-ci-local's own downloads (remote includes)
     at a closed loopback port; jobs get the host's (empty) proxy settings.
     """
-    assert GITLAB_CI_LOCAL, "CT_GITLAB_CI_LOCAL is not set: run tests/pipeline/run.sh"
+    assert GITLAB_CI_LOCAL, "CT_GITLAB_CI_LOCAL is not set: run proofs/pipeline/run.sh"
     home = WORK / "gcl-home"
     home.mkdir(parents=True, exist_ok=True)
     # Jobs run on this machine (services still as containers); nothing is pulled.

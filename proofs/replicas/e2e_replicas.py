@@ -1,6 +1,6 @@
 """Replica proof: the production stack with 3 api replicas behind Caddy, under load.
 
-Run it with `bash tests/replicas/run.sh` (`make replicas-test`), which starts a private
+Run it with `bash proofs/replicas/run.sh` (`make replicas-test`), which starts a private
 dockerd with the container check's stand-in images. In file order: the Caddyfile means
 the same to Caddy 2.6 and the pinned release; the stack comes up with
 `--scale api=3`; (a) load reaches every replica; (b) `docker stop` of one replica

@@ -1,6 +1,6 @@
 """The production compose stack with several api replicas, and what each replica logged.
 
-Reuses the container check's harness (tests/container) and its production test env,
+Reuses the container check's harness (proofs/container) and its production test env,
 on other loopback ports so both checks can share a machine.
 """
 

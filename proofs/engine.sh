@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # A private Docker engine for checks on machines without one (CI here).
 #
-#   eval "$(scripts/container/engine.sh start /tmp/ct.abc)"  # prints the exports
-#   scripts/container/engine.sh standins                      # needs DOCKER_HOST
-#   scripts/container/engine.sh stop /tmp/ct.abc              # always, e.g. from a trap
+#   eval "$(proofs/engine.sh start /tmp/ct.abc)"  # prints the exports
+#   proofs/engine.sh standins                      # needs DOCKER_HOST
+#   proofs/engine.sh stop /tmp/ct.abc              # always, e.g. from a trap
 #
 # `start` installs docker.io/debootstrap and the pinned tools if missing. Use a
 # short, fresh STATE_DIR (containerd's sockets live below it). In a script,
 # prefer sourcing lib.sh and calling ct_engine_start/ct_engine_stop directly.
 set -euo pipefail
-# shellcheck source=scripts/container/lib.sh
+# shellcheck source=proofs/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 case ${1:-} in
