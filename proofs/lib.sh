@@ -26,7 +26,7 @@ CT_CADDY_IMAGE=caddy:2.10.2-alpine
 CT_REDIS_IMAGE=redis:7.4.2-bookworm
 CT_PROMETHEUS_IMAGE=prom/prometheus:v3.5.0
 
-ct_log() { printf '[container] %s\n' "$*" >&2; }
+ct_log() { printf '[%s] %s\n' "${CT_LOG_PREFIX:-container}" "$*" >&2; }
 ct_die() { ct_log "ERROR: $*"; return 1; }
 
 # --- the runner preamble ---------------------------------------------------
