@@ -92,11 +92,11 @@ ct_proof_engine() {
   export CT_STATE_DIR=$STATE
 }
 
-# ct_proof_pytest DIR [ARGS...]: the proof's e2e_*.py with its own pytest.ini.
+# ct_proof_pytest DIR [ARGS...]: the proof's e2e_*.py, with proofs/e2e-pytest.ini.
 ct_proof_pytest() {
   local dir=$1
   shift
-  PYTHONDONTWRITEBYTECODE=1 "$CT_TOOLS_BIN/pytest" -c "$dir/pytest.ini" --rootdir "$dir" \
+  PYTHONDONTWRITEBYTECODE=1 "$CT_TOOLS_BIN/pytest" -c proofs/e2e-pytest.ini --rootdir proofs \
     --basetemp "$WORK/pytest" "$dir" "$@"
 }
 
