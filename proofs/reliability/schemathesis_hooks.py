@@ -45,7 +45,7 @@ def _cursor_issued_by_the_server(case: Any) -> None:
 
     The cursor is opaque: any string up to 64 characters fits its schema, but only the
     server's own ``next_cursor`` values are accepted (422 otherwise, by design and tested
-    in tests/test_items_list.py). Over-long or non-string cursors stay, so their 422 is fuzzed.
+    in tests/api/test_items_list.py). Over-long or non-string cursors stay, so their 422 is fuzzed.
     """
     query = case.query
     cursor = query.get("cursor") if query else None
