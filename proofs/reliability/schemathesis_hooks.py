@@ -1,4 +1,4 @@
-"""Schemathesis hooks for the fuzz run (``SCHEMATHESIS_HOOKS=tests.reliability.schemathesis_hooks``)."""
+"""Schemathesis hooks for the fuzz run (``SCHEMATHESIS_HOOKS=proofs.reliability.schemathesis_hooks``)."""
 
 from __future__ import annotations
 

@@ -60,7 +60,7 @@ def test_schemathesis_finds_no_failure_in_the_openapi_contract(
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
-        "SCHEMATHESIS_HOOKS": "tests.reliability.schemathesis_hooks",
+        "SCHEMATHESIS_HOOKS": "proofs.reliability.schemathesis_hooks",
         "ITEMS_API_TOKEN": stack.token,
         "NO_COLOR": "1",
     }
