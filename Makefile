@@ -22,7 +22,7 @@ help:
 	@echo "make observability-check  promtool: scrape config, alert rules and their unit tests"
 	@echo "make bench            API vs raw-Python ceiling (~7 min), rewrites docs/performance.md"
 	@echo "make bench-smoke      the whole benchmark harness with ~10 s of load (CI)"
-	@echo "make reliability-test faults under load, fuzzing, backup/restore (own PostgreSQL cluster; at most 6 min)"
+	@echo "make reliability-test faults under load, fuzzing, backup/restore (own PostgreSQL cluster, root; at most 6 min)"
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] not in ((3, 11), (3, 12), (3, 13)) and "Python 3.11, 3.12 or 3.13 is required (set PYTHON=...)")'
@@ -56,28 +56,25 @@ format: venv
 typecheck: venv
 	$(BIN)/mypy
 
+# The proofs (proofs/): minutes long, root only, one at a time per machine (proofs/lib.sh).
 container-test:
-	bash tests/container/run.sh
+	bash proofs/container/run.sh
 
 replicas-test:
-	bash tests/replicas/run.sh
+	bash proofs/replicas/run.sh
 
 pipeline-test:
-	bash tests/pipeline/run.sh
+	bash proofs/pipeline/run.sh
+
+# Bounded to 6 minutes; SIGINT lets pytest stop its servers and delete its PostgreSQL cluster.
+reliability-test:
+	bash proofs/reliability/run.sh $(PYTEST_ARGS)
 
 k8s-check:
 	bash scripts/check-k8s.sh
 
 observability-check:
 	bash scripts/check-observability.sh
-
-$(BIN)/.reliability-installed: $(BIN)/.installed tests/reliability/requirements.txt
-	$(BIN)/pip install --quiet --disable-pip-version-check -r tests/reliability/requirements.txt
-	@touch $@
-
-# Bounded to 6 minutes; SIGINT lets pytest stop its servers and delete its PostgreSQL cluster.
-reliability-test: $(BIN)/.reliability-installed
-	timeout --signal=INT --kill-after=30 360 $(BIN)/pytest tests/reliability -p no:cacheprovider $(PYTEST_ARGS)
 
 $(BENCH_VENV)/.installed: requirements.txt bench/requirements.txt
 	$(PYTHON) -m venv $(BENCH_VENV)

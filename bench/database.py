@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import secrets
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from tests.support import databases
+from tests.support.server import flask_cli, run_flask
 
 SEED_SQL = """
 INSERT INTO items (title, description, created_at, updated_at)
@@ -40,29 +40,21 @@ class BenchDatabase:
 
 
 def create(admin_conninfo: str) -> BenchDatabase:
-    name = f"items_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    name = databases.create_database(admin_conninfo, prefix="items_bench")
     return BenchDatabase(name=name, conninfo=make_conninfo(admin_conninfo, dbname=name))
 
 
 def drop(admin_conninfo: str, database: BenchDatabase) -> None:
-    with psycopg.connect(admin_conninfo, autocommit=True) as conn:
-        # FORCE: a server that did not stop cleanly must not keep the database alive.
-        conn.execute(f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')
+    databases.drop_database(admin_conninfo, database.name)
+
+
+def _env(database: BenchDatabase) -> dict[str, str]:
+    return {**os.environ, "DATABASE_URL": database.sqlalchemy_url, "APP_ENV": "local"}
 
 
 def migrate(database: BenchDatabase, app_root: Path, flask: Path) -> None:
     """Apply the app's migrations with the app's own command, as a deployment does."""
-    env = {**os.environ, "DATABASE_URL": database.sqlalchemy_url, "APP_ENV": "local"}
-    subprocess.run(
-        [str(flask), "--app", "app.main:create_app", "db", "upgrade"],
-        cwd=app_root,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    flask_cli(_env(database), "db", "upgrade", flask=str(flask), cwd=app_root)
 
 
 def seed(database: BenchDatabase, count: int) -> tuple[int, int]:
@@ -95,21 +87,13 @@ def server_version(admin_conninfo: str) -> str:
 
 def write_token(app_root: Path, flask: Path, database: BenchDatabase) -> str | None:
     """A write token from ``flask tokens create`` once the app has that command, else None."""
-    env = {**os.environ, "DATABASE_URL": database.sqlalchemy_url, "APP_ENV": "local"}
-    command = [str(flask), "--app", "app.main:create_app", "tokens"]
-    probe = subprocess.run([*command, "--help"], cwd=app_root, env=env, capture_output=True, text=True)
-    if probe.returncode != 0:
+    if run_flask(_env(database), "tokens", "--help", flask=str(flask), cwd=app_root).returncode != 0:
         return None
-    created = subprocess.run(
-        [*command, "create", "--name", "bench", "--scope", "write"],
-        cwd=app_root,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
+    created = flask_cli(
+        _env(database), "tokens", "create", "--name", "bench", "--scope", "write", flask=str(flask), cwd=app_root
     )
     # The command prints the token alone on a line; log lines may share stdout.
-    alone = [line.strip() for line in created.stdout.splitlines() if len(line.split()) == 1]
+    alone = [line.strip() for line in created.splitlines() if len(line.split()) == 1]
     if not alone:
-        raise RuntimeError(f"`flask tokens create` printed no token line: {created.stdout!r}")
+        raise RuntimeError(f"`flask tokens create` printed no token line: {created!r}")
     return alone[-1]

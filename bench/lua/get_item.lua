@@ -1,11 +1,5 @@
 -- GET /items/<id> with ids drawn uniformly from the seeded range: wrk ... -- <first id> <last id>
 local first, last
-local thread_count = 0
-
-setup = function(thread)
-  thread_count = thread_count + 1
-  thread:set("thread_id", thread_count)
-end
 
 init = function(args)
   first, last = tonumber(args[1]), tonumber(args[2])

@@ -1,12 +1,6 @@
 -- POST /items with a distinct body per request: wrk ... -- <run tag>
 -- An Authorization header, when the API needs one, is passed with wrk -H.
 local counter, thread_tag = 0, nil
-local thread_count = 0
-
-setup = function(thread)
-  thread_count = thread_count + 1
-  thread:set("thread_id", thread_count)
-end
 
 init = function(args)
   thread_tag = (args[1] or "run") .. "-" .. tostring(thread_id)

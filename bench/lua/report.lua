@@ -1,5 +1,13 @@
--- Appended to every load script: wrk's done() prints one machine-readable line.
+-- Appended to every load script: setup() numbers the threads (each script's init()
+-- reads thread_id), and wrk's done() prints one machine-readable line.
 -- Latencies are in microseconds; "status" counts responses with a status >= 400.
+local thread_count = 0
+
+setup = function(thread)
+  thread_count = thread_count + 1
+  thread:set("thread_id", thread_count)
+end
+
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(

@@ -7,17 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,26 +32,14 @@ from tests.observability.support import (
     value,
 )
 from tests.support.databases import Backend, url_string
+from tests.support.server import ServerProcess, gunicorn_command
+from tests.support.tcp import free_port
 
 pytestmark = [pytest.mark.postgresql_only, pytest.mark.timeout(120)]
 
-ROOT = Path(__file__).resolve().parents[2]
 GIT_SHA = "1a2b3c4d5e6f"
 REQUESTS = 60
 START_TIMEOUT = 30.0
-
-
-def _loopback_port() -> int:
-    """A free port below the ephemeral range, so no outgoing connection can be holding it."""
-    for _ in range(200):
-        port = random.randrange(20_000, 32_768)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free loopback port below 32768")
 
 
 def _wait_for(condition: Callable[[], bool], what: str, timeout: float = START_TIMEOUT) -> None:
@@ -67,39 +50,30 @@ def _wait_for(condition: Callable[[], bool], what: str, timeout: float = START_T
         time.sleep(0.05)
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    base_url: str
-    stdout: Path
-    stderr: Path
-    metrics_dir: Path
+class Server(ServerProcess):
+    """The production server with its JSON log lines (stdout) apart from stderr."""
 
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(self.base_url + path, timeout=10) as response:  # noqa: S310 (loopback)
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode()
+    @property
+    def metrics_dir(self) -> Path:
+        return Path(self.env["PROMETHEUS_MULTIPROC_DIR"])
+
+    def fetch(self, path: str) -> tuple[int, str]:
+        status, _, body = self.get(path, timeout=10)
+        return status, body.decode()
 
     def scrape(self) -> str:
-        status, body = self.get("/metrics")
+        status, body = self.fetch("/metrics")
         assert status == 200
         return body
 
     def log_lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.stdout.read_text().splitlines() if line]
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line]
 
     def worker_pids(self) -> set[int]:
         """Workers booted and not (yet) reported as exited."""
         booted = {line["pid"] for line in self.log_lines() if str(line["event"]).startswith("Booting worker")}
         exited = {line["pid"] for line in self.log_lines() if str(line["event"]).startswith("Worker exiting")}
         return booted - exited
-
-    def alive(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"gunicorn exited early:\n{self.stdout.read_text()}\n{self.stderr.read_text()}")
-        return True
 
 
 def _leave_stale_metrics(metrics_dir: Path) -> None:
@@ -123,7 +97,7 @@ def server(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     metrics_dir = workdir / "metrics"
     metrics_dir.mkdir()
     _leave_stale_metrics(metrics_dir)
-    port = _loopback_port()
+    port = free_port()
     env = {
         **os.environ,
         "APP_ENV": "production",
@@ -137,30 +111,20 @@ def server(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "RATE_LIMIT_ENABLED": "false",
     }
     env.pop("LOG_FORMAT", None)
-    stdout, stderr = workdir / "stdout.log", workdir / "stderr.log"
-    command = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"]
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        process = subprocess.Popen([*command, "app.main:create_app()"], cwd=ROOT, env=env, stdout=out, stderr=err)
-    running = Server(process, f"http://127.0.0.1:{port}", stdout, stderr, metrics_dir)
+    running = Server(gunicorn_command(port), env, port, workdir, ready_path="/health", separate_stderr=True)
     try:
-        _wait_for(lambda: running.alive() and len(running.worker_pids()) == 2, "two workers to boot")
-        _wait_for(lambda: running.get("/health")[0] == 200, "the server to answer")
+        running.start(timeout=START_TIMEOUT)
+        _wait_for(lambda: len(running.worker_pids()) == 2, "two workers to boot")
         yield running
+        assert running.stop(signal.SIGTERM, timeout=30) == 0, running.stderr_log.read_text()
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            backend.drop_database(url)
-    assert process.returncode == 0, stderr.read_text()
+        running.stop()
+        backend.drop_database(url)
 
 
 def test_the_request_counter_is_exact_across_two_workers(server: Server) -> None:
     with ThreadPoolExecutor(max_workers=6) as pool:
-        statuses = list(pool.map(lambda _: server.get("/items")[0], range(REQUESTS)))
+        statuses = list(pool.map(lambda _: server.fetch("/items")[0], range(REQUESTS)))
 
     assert statuses == [200] * REQUESTS
     # Every scrape, whichever worker answers it, sees all workers' counts.
@@ -181,7 +145,7 @@ def test_scrape_time_metrics_come_from_the_answering_worker(server: Server) -> N
 
 def test_a_dead_worker_keeps_its_counts_but_leaves_the_live_gauges(server: Server) -> None:
     for _ in range(10):
-        server.get("/items")
+        server.fetch("/items")
     before = value(server.scrape(), "http_requests_total", method="GET", route="/items", status="200")
     victim = next(pid for pid in server.worker_pids() if (server.metrics_dir / f"gauge_livesum_{pid}.db").exists())
 
@@ -202,7 +166,7 @@ def test_every_line_the_server_writes_is_one_json_object(server: Server) -> None
 
     assert {line["logger"] for line in lines} >= {"gunicorn.error", "app.access"}
     assert all({"timestamp", "level", "logger", "event"} <= set(line) for line in lines)
-    assert server.stderr.read_text() == ""
+    assert server.stderr_log.read_text() == ""
     items_lines = [line for line in lines if line["logger"] == "app.access" and line["route"] == "/items"]
     counted = value(server.scrape(), "http_requests_total", method="GET", route="/items", status="200")
     assert len(items_lines) == counted > 0, "one access line per request"

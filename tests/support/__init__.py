@@ -1,1 +1,1 @@
-"""Helpers shared by the test suite."""
+"""Everything the tests, the proofs and the benchmark start for real: ports, proxies, servers, databases."""

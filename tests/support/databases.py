@@ -1,4 +1,4 @@
-"""Throwaway databases on each backend the suite runs against."""
+"""Throwaway databases: on a PostgreSQL server we hold admin access to, or SQLite files."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import uuid
 from pathlib import Path
 
 import psycopg
-from sqlalchemy import URL, create_engine, make_url, text
+from sqlalchemy import URL, make_url
 
 from app.config import normalize_database_url
 
@@ -17,6 +17,24 @@ def url_string(url: URL) -> str:
     return url.render_as_string(hide_password=False)
 
 
+def libpq_dsn(url: URL) -> str:
+    return url_string(url.set(drivername="postgresql"))
+
+
+def create_database(admin_dsn: str, name: str | None = None, prefix: str = "items_test") -> str:
+    """Create a database (a fresh random name unless given) through ``admin_dsn``; its name."""
+    name = name or f"{prefix}_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(admin_dsn, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return name
+
+
+def drop_database(admin_dsn: str, name: str) -> None:
+    # FORCE: a server that did not stop cleanly must not keep the database alive.
+    with psycopg.connect(admin_dsn, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 class PostgresBackend:
     """Creates a fresh database per use on a server we only hold admin access to."""
 
@@ -24,20 +42,15 @@ class PostgresBackend:
 
     def __init__(self, admin_url: URL) -> None:
         self.admin_url = admin_url
-        self._admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
 
     def create_database(self) -> URL:
-        name = f"items_test_{uuid.uuid4().hex[:16]}"
-        with self._admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        return self.admin_url.set(database=name)
+        return self.admin_url.set(database=create_database(libpq_dsn(self.admin_url)))
 
     def drop_database(self, url: URL) -> None:
-        with self._admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+        drop_database(libpq_dsn(self.admin_url), str(url.database))
 
     def close(self) -> None:
-        self._admin.dispose()
+        pass
 
     def describe(self) -> str:
         return url_string(self.admin_url.set(database="<throwaway>"))
@@ -71,9 +84,8 @@ Backend = PostgresBackend | SqliteBackend
 def reachable_postgres(url_text: str) -> tuple[URL, str | None]:
     """The PostgreSQL admin URL and, if it does not answer, why."""
     url = normalize_database_url("TEST_DATABASE_URL", url_text)
-    dsn = url_string(url.set(drivername="postgresql"))
     try:
-        psycopg.connect(dsn, connect_timeout=3).close()
+        psycopg.connect(libpq_dsn(url), connect_timeout=3).close()
     except psycopg.Error as exc:
         return url, str(exc).strip() or type(exc).__name__
     return url, None

@@ -1,8 +1,11 @@
-"""Run the real production server (gunicorn with gunicorn.conf.py) for a test."""
+"""The real production server (gunicorn with gunicorn.conf.py), any server process, and the app's CLI."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -10,31 +13,178 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.tcp import free_port
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+ROOT = Path(__file__).resolve().parents[2]
+FLASK_APP = "app.main:create_app"
+GRACEFUL_TIMEOUT_SECONDS = 10
+DRAIN_SECONDS = 3
+# Production keeps rate limits in Redis; the reliability proof does too (limits raised far above its load).
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
+START_TIMEOUT_SECONDS = 30.0
 
 
-@dataclass
-class Server:
-    base_url: str
-    process: subprocess.Popen[bytes]
+def http_get(url: str, timeout: float = 5) -> tuple[int, dict[str, str], bytes]:
+    """GET without raising on 4xx/5xx: (status, headers, body); OSError when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (loopback)
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def status(port: int, path: str, timeout: float = 2.0) -> int | None:
+    """The status of ``GET path`` on 127.0.0.1:``port``, or None when the server does not answer."""
+    try:
+        return http_get(f"http://127.0.0.1:{port}{path}", timeout)[0]
+    except OSError:
+        return None
+
+
+def gunicorn_command(port: int, python: str = sys.executable) -> list[str]:
+    """The production server exactly as the image starts it; only the bind is narrowed to loopback."""
+    command = [python, "-m", "gunicorn", "--config", "gunicorn.conf.py"]
+    return [*command, "--bind", f"127.0.0.1:{port}", f"{FLASK_APP}()"]
+
+
+class ServerProcess:
+    """A server on 127.0.0.1:``port``, started in its own session and ready when ``ready_path`` answers 200.
+
+    Its output goes to ``<workdir>/<name>.log`` (``<name>-<n>.log`` from the n-th start on); stderr to
+    its own file if asked.
+    """
+
+    def __init__(
+        self,
+        command: list[str],
+        env: dict[str, str],
+        port: int,
+        workdir: Path,
+        *,
+        name: str = "gunicorn",
+        cwd: Path = ROOT,
+        ready_path: str = "/health/ready",
+        separate_stderr: bool = False,
+    ) -> None:
+        self.command, self.env, self.port, self.workdir = command, env, port, workdir
+        self.name, self.cwd, self.ready_path, self.separate_stderr = name, cwd, ready_path, separate_stderr
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / (f"{self.name}.log" if self.starts <= 1 else f"{self.name}-{self.starts}.log")
+
+    @property
+    def stderr_log(self) -> Path:
+        return self.log.with_suffix(".stderr.log") if self.separate_stderr else self.log
 
     def get(self, path: str, timeout: float = 5) -> tuple[int, dict[str, str], bytes]:
-        """GET without raising on 4xx/5xx: (status, headers, body)."""
-        try:
-            with urllib.request.urlopen(f"{self.base_url}{path}", timeout=timeout) as response:  # noqa: S310
-                return response.status, dict(response.headers), response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, dict(error.headers), error.read()
+        return http_get(self.base_url + path, timeout)
+
+    def start(self, timeout: float = START_TIMEOUT_SECONDS) -> float:
+        """Start and wait until ready; the monotonic time it first answered ready."""
+        self.starts += 1
+        with self.log.open("wb") as out, self.stderr_log.open("ab") as err:
+            self.process = subprocess.Popen(
+                self.command, cwd=self.cwd, env=self.env, stdout=out,
+                stderr=err if self.separate_stderr else subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.output()}")
+            if status(self.port, self.ready_path) == 200:
+                return time.monotonic()
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not become ready in {timeout:.0f} s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def terminate(self) -> float:
+        """Send SIGTERM (what `docker stop` and Kubernetes send); the monotonic time it was sent."""
+        assert self.process is not None
+        sent = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        return sent
+
+    def wait(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def stop(self, sig: signal.Signals = signal.SIGINT, timeout: float = 10) -> int | None:
+        """``sig`` (SIGINT: quick, no drain), then SIGKILL to the server's own process group; its exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=timeout)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # stray workers, if any
+        return self.process.wait()
+
+
+def production_env(database_url: str, port: int, workdir: Path) -> dict[str, str]:
+    """The environment of a production deployment, with limits raised for load tests."""
+    (workdir / "metrics").mkdir(parents=True, exist_ok=True)
+    prefixes = ("DB_", "GUNICORN_", "RATE_LIMIT", "FLASK_", "SHUTDOWN_", "REDIS_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env.update(
+        APP_ENV="production",
+        DATABASE_URL=database_url,
+        SECRET_KEY=secrets.token_urlsafe(48),
+        PORT=str(port),
+        WEB_CONCURRENCY="2",
+        GUNICORN_GRACEFUL_TIMEOUT=str(GRACEFUL_TIMEOUT_SECONDS),
+        SHUTDOWN_DRAIN_SECONDS=str(DRAIN_SECONDS),
+        DB_CONNECT_TIMEOUT="2",
+        DB_POOL_TIMEOUT="2",
+        DB_STATEMENT_TIMEOUT_MS="5000",
+        RATE_LIMIT="1000000 per minute",
+        RATE_LIMIT_WRITES="1000000 per minute",
+        LOG_LEVEL="INFO",
+        LOG_FORMAT="json",
+        PROMETHEUS_MULTIPROC_DIR=str(workdir / "metrics"),
+        REDIS_URL=os.environ.get("RELIABILITY_REDIS_URL", DEFAULT_REDIS_URL),
+    )
+    return env
+
+
+def run_flask(
+    env: dict[str, str], *args: str, flask: str | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    """``flask --app app.main:create_app ARGS`` as an operator runs it (this interpreter's unless ``flask``)."""
+    command = [flask] if flask else [sys.executable, "-m", "flask"]
+    return subprocess.run(
+        [*command, "--app", FLASK_APP, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def flask_cli(env: dict[str, str], *args: str, flask: str | None = None, cwd: Path = ROOT) -> str:
+    """Like ``run_flask``, but its stdout, and an error saying why when it fails."""
+    result = run_flask(env, *args, flask=flask, cwd=cwd)
+    if result.returncode != 0:
+        raise RuntimeError(f"flask {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+def migrate_and_issue_token(env: dict[str, str], name: str) -> str:
+    flask_cli(env, "db", "upgrade")
+    return flask_cli(env, "tokens", "create", "--name", name, "--scope", "write").strip().splitlines()[-1]
 
 
 @contextmanager
-def gunicorn(tmp_path: Path, **env: str) -> Iterator[Server]:
-    """Start gunicorn on a free loopback port and wait until /health answers."""
+def gunicorn(tmp_path: Path, **env: str) -> Iterator[ServerProcess]:
+    """The production server on a SQLite file and a free loopback port, until /health answers."""
     port = free_port()
     environment = {
         **os.environ,
@@ -45,25 +195,9 @@ def gunicorn(tmp_path: Path, **env: str) -> Iterator[Server]:
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
         **env,
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "app.main:create_app()"],
-        cwd=PROJECT_ROOT,
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    server = Server(f"http://127.0.0.1:{port}", process)
+    server = ServerProcess(gunicorn_command(port), environment, port, tmp_path, ready_path="/health")
+    server.start(timeout=15)
     try:
-        for _ in range(150):
-            try:
-                if server.get("/health", timeout=1)[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("gunicorn did not answer /health within 15 s")
         yield server
     finally:
-        if process.poll() is None:
-            process.terminate()
-        process.wait(timeout=60)
+        server.stop(signal.SIGTERM, timeout=60)
