@@ -8,7 +8,7 @@ FLASK := $(BIN)/flask --app app.main:create_app
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv run serve migrate test lint format typecheck container-test replicas-test pipeline-test k8s-check observability-check reliability-test bench bench-smoke clean
+.PHONY: help venv run serve migrate test lint format typecheck container-test replicas-test deploy-test pipeline-test k8s-check observability-check reliability-test bench bench-smoke clean
 
 help:
 	@echo "make run              serve the API on http://$(HOST):$(PORT) (SQLite unless DATABASE_URL is set)"
@@ -17,6 +17,7 @@ help:
 	@echo "make serve            run the production server (gunicorn) locally"
 	@echo "make container-test   build the image and run both compose stacks on a private Docker engine"
 	@echo "make replicas-test    3 api replicas behind Caddy under load: one stopped and started again (root)"
+	@echo "make deploy-test      deploy.sh rolls releases under load, 1 and 3 replicas, no failed request (root)"
 	@echo "make pipeline-test    run .gitlab-ci.yml's test/build/deploy/rollback jobs locally (gitlab-ci-local, root)"
 	@echo "make k8s-check        render the kustomize overlays and validate them against the Kubernetes schemas"
 	@echo "make observability-check  promtool: scrape config, alert rules and their unit tests"
@@ -69,6 +70,9 @@ pipeline-test:
 # Bounded to 6 minutes; SIGINT lets pytest stop its servers and delete its PostgreSQL cluster.
 reliability-test:
 	bash proofs/reliability/run.sh $(PYTEST_ARGS)
+
+deploy-test:
+	bash proofs/deploy/run.sh
 
 k8s-check:
 	bash scripts/check-k8s.sh

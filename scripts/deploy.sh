@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Deploy the Items API on the VM by image tag (the commit SHA CI pushed), or roll back.
 #
-#   ./deploy.sh IMAGE_TAG     pull, migrate (one-shot), up -d --wait, check /health, record the tag
+#   ./deploy.sh IMAGE_TAG     pull, migrate (one-shot), roll the api containers, check /health, record the tag
 #   ./deploy.sh --rollback    return to the tag that was running before the current one
-#   ./deploy.sh --status      the running tag, the previous one and the history
+#   ./deploy.sh --status      the running tag, the previous one, what is in rotation and the history
 #
 # Runs in DEPLOY_PATH (default: the current directory), which holds
 # docker-compose.prod.yml, Caddyfile, observability/ and the server's .env
@@ -13,19 +13,34 @@
 # compose commands by hand need it too, or compose takes IMAGE_TAG from .env:
 #   IMAGE_TAG=$(cat .deploy/current) docker compose -f docker-compose.prod.yml ps
 #
+# Rolling, not recreating: the new release's api containers start beside the
+# running ones (EXPECTED_REPLICAS of them); each must answer /health/ready on
+# the proxy's network; only then does the proxy send them requests. The proxy
+# (docker/Caddyfile) sends requests to the DNS name in rotation/upstream:
+# "api" (every api container) between deploys, "api-<tag>" (the alias of one
+# release's containers) during one. The switch is one atomic rename of that
+# file: old out, new in. Then the old containers, which no longer get new
+# requests, finish those in flight, drain and stop (SIGTERM), and are removed.
+# A release whose containers never get ready never gets a request: they are
+# removed and the running release serves on, untouched. Old and new run side by
+# side for a moment: the database connection budget must hold for twice
+# EXPECTED_REPLICAS (checked before anything changes, when DB_MAX_CONNECTIONS is set).
+#
 # Rollback never downgrades the schema: the previous image runs against the
 # schema the newer one migrated to. That is safe only while every migration is
-# backward compatible (expand now, contract in a later release). A tag that was
-# deployed here before skips its migration (its revisions are already applied,
-# and an older image's Alembic would not know the newer head), so re-running an
-# old pipeline's deploy job is a rollback too.
+# backward compatible (expand now, contract in a later release). The same holds
+# during every deploy: the running release serves on the new schema until the
+# switch. A tag that was deployed here before skips its migration (its
+# revisions are already applied, and an older image's Alembic would not know
+# the newer head), so re-running an old pipeline's deploy job is a rollback too.
 #
 # Settings (environment): DEPLOY_PATH; MIGRATE=auto|always|never (auto: skip
 # for a tag deployed here before); HEALTH_URL (default from .env: DOMAIN,
-# HTTP_PORT, HTTPS_PORT, PUBLISH_IP); HEALTH_TIMEOUT (60 s); WAIT_TIMEOUT (180 s,
-# for `up --wait`) and RESTORE_WAIT_TIMEOUT (180 s, when going back after a
-# failure); PULL_SERVICES ("api migrate": the third-party images are pinned in
-# the compose file and pulled by `up` when missing).
+# HTTP_PORT, HTTPS_PORT, PUBLISH_IP); HEALTH_TIMEOUT (60 s); WAIT_TIMEOUT (180 s:
+# how long new containers may take to get ready, and for `up --wait` on a first
+# deploy); PULL_SERVICES ("api migrate"; empty: no pull, the images are
+# already here; the third-party images are pinned in the compose file and
+# pulled by `up` when missing).
 set -euo pipefail
 
 DEPLOY_PATH=${DEPLOY_PATH:-$PWD}
@@ -33,10 +48,13 @@ COMPOSE_FILE_NAME=${COMPOSE_FILE_NAME:-docker-compose.prod.yml}
 MIGRATE=${MIGRATE:-auto}
 HEALTH_TIMEOUT=${HEALTH_TIMEOUT:-60}
 WAIT_TIMEOUT=${WAIT_TIMEOUT:-180}
-RESTORE_WAIT_TIMEOUT=${RESTORE_WAIT_TIMEOUT:-180}
-PULL_SERVICES=${PULL_SERVICES:-api migrate}
+PULL_SERVICES=${PULL_SERVICES-api migrate}
 STATE_DIR=.deploy
 HISTORY=$STATE_DIR/history
+ROTATION_DIR=rotation
+ROTATION=$ROTATION_DIR/upstream
+# Every api container answers to this name (the compose service).
+ALL_REPLICAS=api
 
 log() { printf 'deploy: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -48,8 +66,9 @@ usage() {
 
 compose() { docker compose -f "$COMPOSE_FILE_NAME" "$@"; }
 
-# A Docker tag: what CI pushes ($CI_COMMIT_SHA, a release tag).
-valid_tag() { [[ $1 =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]]; }
+# A Docker tag: what CI pushes ($CI_COMMIT_SHA, a release tag). It also names
+# the release's DNS alias, api-<tag>: one DNS label, at most 63 characters.
+valid_tag() { [[ $1 =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,58}$ ]]; }
 
 # The value of NAME: from the environment if set there, else the last NAME=
 # line of .env (compose gives the environment precedence the same way).
@@ -68,7 +87,8 @@ setting() {
 }
 
 # The deployment stack, replayed from the history: a deploy pushes its tag
-# (unless it is already on top), a rollback pops one. Prints it, oldest first.
+# (unless it is already on top), a rollback pops one; other lines (failed
+# attempts) change nothing. Prints it, oldest first.
 tag_stack() {
   [[ -f $HISTORY ]] || return 0
   awk '$2 == "deploy" { if (n == 0 || s[n] != $3) s[++n] = $3; next }
@@ -77,13 +97,19 @@ tag_stack() {
 }
 current_tag() { tag_stack | tail -n 1; }
 previous_tag() { tag_stack | awk '{ previous = current; current = $0 } END { print previous }'; }
-deployed_before() { [[ -f $HISTORY ]] && awk -v t="$1" '$3 == t { found = 1 } END { exit !found }' "$HISTORY"; }
+deployed_before() {
+  [[ -f $HISTORY ]] && awk -v t="$1" '($2 == "deploy" || $2 == "rollback") && $3 == t { found = 1 } END { exit !found }' "$HISTORY"
+}
 
 # .env is not edited: every service that reads it as env_file (PostgreSQL too)
 # would be recreated by the next `up` whenever IMAGE_TAG in it changed.
+# record ACTION TAG [NOTE...]
 record() {
-  printf '%s %s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$1" "$2" >>"$HISTORY"
-  printf '%s\n' "$2" >"$STATE_DIR/current"
+  local action=$1 tag=$2
+  shift 2
+  printf '%s %s %s%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$action" "$tag" "${*:+ $*}" >>"$HISTORY"
+  [[ $action == deploy || $action == rollback ]] && printf '%s\n' "$tag" >"$STATE_DIR/current"
+  return 0
 }
 
 health_check() {
@@ -114,41 +140,171 @@ health_check() {
   return 1
 }
 
-# Every service of the active profiles but the one-shot migration.
-long_running_services() { compose config --services | grep -vx migrate; }
+# --- the proxy's rotation ------------------------------------------------------
 
-# up -d --wait with IMAGE_TAG=$1; "skip-migration" starts the services without
-# the migrate dependency (an older image's Alembic fails on a newer schema).
-switch_to() {
-  local tag=$1 mode=${2:-}
+# set_rotation NAME: the proxy sends every request after this to the
+# containers NAME resolves to (Caddy reads the file per request). Atomic.
+set_rotation() {
+  mkdir -p "$ROTATION_DIR"
+  printf '%s\n' "$1" >"$ROTATION.tmp"
+  mv -f "$ROTATION.tmp" "$ROTATION"
+  log "in rotation: $1"
+}
+rotation() { cat "$ROTATION" 2>/dev/null || echo "$ALL_REPLICAS (no $ROTATION: the proxy's fallback)"; }
+release_alias() { printf 'api-%s' "$1"; }
+
+# The api containers of the project (ids), running or not.
+api_containers() { compose ps -a -q api; }
+container_tag() { docker inspect -f '{{.Config.Image}}' "$1" | sed 's/.*://'; }
+container_name() { docker inspect -f '{{.Name}}' "$1" | sed 's#^/##'; }
+has_alias() {
+  docker inspect -f '{{range .NetworkSettings.Networks}}{{range .Aliases}}{{println .}}{{end}}{{end}}' "$1" \
+    | grep -qxF "$2"
+}
+
+# /health/ready of one container, asked from the proxy's container over the
+# network the proxy sends requests on (busybox wget is in the official image).
+ready() {
+  local proxy
+  proxy=$(compose ps -q proxy | head -n 1)
+  [[ -n $proxy ]] || return 1
+  # No wget -T: it crashes in some busybox builds; timeout(1) bounds it instead.
+  docker exec "$proxy" timeout 5 wget -q -O /dev/null "http://$(container_name "$1"):8000/health/ready" >/dev/null 2>&1
+}
+
+# remove_containers REASON ID...: SIGTERM (the app drains, gunicorn finishes
+# what is in flight), then remove; all at once.
+remove_containers() {
+  local reason=$1
+  shift
+  (($#)) || return 0
+  log "stopping and removing $# container(s) ($reason): $(for id in "$@"; do container_name "$id"; done | tr '\n' ' ')"
+  docker stop "$@" >/dev/null
+  docker rm "$@" >/dev/null
+}
+
+# The connection budget with old and new replicas side by side (README
+# "Connection budget"): the same sum the app checks at start-up, for twice the
+# replicas. Unchecked, like the app, when DB_MAX_CONNECTIONS is not set.
+check_budget() {
+  local replicas=$1 max reserved workers pool overflow need
+  max=$(setting DB_MAX_CONNECTIONS 0)
+  [[ $max =~ ^[0-9]+$ ]] && ((max > 0)) || return 0
+  reserved=$(setting DB_RESERVED_CONNECTIONS 10)
+  workers=$(setting WEB_CONCURRENCY 2)
+  pool=$(setting DB_POOL_SIZE 5)
+  overflow=$(setting DB_MAX_OVERFLOW 5)
+  need=$((2 * replicas * workers * (pool + overflow)))
+  if ((need > max - reserved)); then
+    die "old and new replicas side by side may open 2 x $replicas x $workers x ($pool + $overflow) = $need database connections > DB_MAX_CONNECTIONS - DB_RESERVED_CONNECTIONS = $((max - reserved)); lower DB_POOL_SIZE/DB_MAX_OVERFLOW or raise DB_MAX_CONNECTIONS (nothing was changed)"
+  fi
+  log "connection budget during the overlap: $need of $((max - reserved))"
+}
+
+# --- switching ----------------------------------------------------------------
+
+# First start (nothing runs yet), or the running tag again: compose's own
+# up --wait (it recreates what changed); the rotation is every api container.
+start_stack() {
+  local tag=$1 mode=${2:-} services
+  set_rotation "$ALL_REPLICAS"
   if [[ $mode == skip-migration ]]; then
-    # shellcheck disable=SC2046 # one service name per line
-    IMAGE_TAG=$tag compose up -d --wait --wait-timeout "$WAIT_TIMEOUT" --no-deps $(long_running_services)
+    services=$(compose config --services | grep -vx migrate | tr '\n' ' ')
+    # shellcheck disable=SC2086 # a list of service names
+    IMAGE_TAG=$tag compose up -d --wait --wait-timeout "$WAIT_TIMEOUT" --no-deps $services
   else
     IMAGE_TAG=$tag compose up -d --wait --wait-timeout "$WAIT_TIMEOUT"
   fi
 }
 
-# After a failed switch: back to the version that was running, if any.
-restore() {
-  local tag=$1
-  [[ -n $tag ]] || { log "nothing was running before: not restoring"; return 1; }
-  log "restoring $tag"
-  if WAIT_TIMEOUT=$RESTORE_WAIT_TIMEOUT switch_to "$tag" skip-migration && health_check; then
-    log "restored $tag; it is serving again"
-  else
-    log "restoring $tag failed too: check 'docker compose -f $COMPOSE_FILE_NAME ps' and the logs"
+# Before a roll: the proxy, the database, Redis, ... as the compose file and
+# .env say now (a no-op unless they changed; a changed proxy is recreated, so
+# it reads the rotation file before the api containers roll).
+others_up() {
+  local tag=$1 services
+  services=$(compose config --services | grep -vx -e migrate -e api | tr '\n' ' ')
+  [[ -n $services ]] || return 0
+  # shellcheck disable=SC2086 # a list of service names
+  IMAGE_TAG=$tag compose up -d --wait --wait-timeout "$WAIT_TIMEOUT" --no-deps $services >/dev/null 2>&1 \
+    || die "bringing up $services failed; the api containers were not touched"
+}
+
+# roll NEW RUNNING: new containers beside the old, ready, switch, drain the old.
+roll() {
+  local tag=$1 running=$2 replicas old=() leftover=() new=() id pending deadline started=$SECONDS
+  replicas=$(setting EXPECTED_REPLICAS 1)
+  for id in $(api_containers); do
+    if has_alias "$id" "$(release_alias "$running")"; then old+=("$id"); else leftover+=("$id"); fi
+  done
+  if ((${#old[@]} == 0)); then
+    # Containers without the api-<tag> alias (started by an older compose
+    # file) cannot be narrowed to in the proxy: recreate this once.
+    log "no api container carries the alias $(release_alias "$running"): recreating this once instead of rolling"
+    return 2
   fi
+  # Only the running release in rotation: new containers stay out until ready.
+  set_rotation "$(release_alias "$running")"
+  # Containers of another release, left by an interrupted deploy: now out of rotation.
+  ((${#leftover[@]} == 0)) || remove_containers "left by an interrupted deploy" "${leftover[@]}"
+  log "starting $replicas api container(s) of $tag beside ${#old[@]} of $running"
+  IMAGE_TAG=$tag compose up -d --no-deps --no-recreate --scale "api=$((${#old[@]} + replicas))" api >/dev/null 2>&1 \
+    || log "compose up of $tag's containers failed"
+  mapfile -t new < <(api_containers | grep -vxF -f <(printf '%s\n' "${old[@]}") || true)
+  if ((${#new[@]} == 0)); then
+    set_rotation "$ALL_REPLICAS"
+    log "no container of $tag was created; $running kept serving"
+    return 1
+  fi
+  deadline=$((SECONDS + WAIT_TIMEOUT))
+  pending=("${new[@]}")
+  while ((${#pending[@]})) && ((SECONDS < deadline)); do
+    local still=()
+    for id in "${pending[@]}"; do
+      if ready "$id"; then
+        log "$(container_name "$id") ($tag) is ready after $((SECONDS - started)) s"
+      else
+        still+=("$id")
+      fi
+    done
+    pending=("${still[@]}")
+    ((${#pending[@]} == 0)) || sleep 1
+  done
+  if ((${#pending[@]})); then
+    log "$tag never became ready within ${WAIT_TIMEOUT}s ($(for id in "${pending[@]}"; do container_name "$id"; done | tr '\n' ' ')did not answer /health/ready with 200); it never received a request"
+    remove_containers "$tag, never ready" "${new[@]}"
+    set_rotation "$ALL_REPLICAS"
+    log "restored $running as the only release in rotation (it kept serving throughout)"
+    return 1
+  fi
+  # The switch: one rename. Requests from now on go to the new containers.
+  set_rotation "$(release_alias "$tag")"
+  if ! health_check; then
+    set_rotation "$(release_alias "$running")"
+    remove_containers "$tag, unhealthy through the proxy" "${new[@]}"
+    set_rotation "$ALL_REPLICAS"
+    log "restored $running as the only release in rotation"
+    return 3
+  fi
+  # The old containers get no new request now; stopping them drains what is in flight.
+  remove_containers "$running, out of rotation" "${old[@]}"
+  set_rotation "$ALL_REPLICAS"
+  ROLL_NOTE="rolled $replicas replica(s) from ${running} in $((SECONDS - started)) s"
+  return 0
 }
 
 deploy() {
-  local tag=$1 action=$2 running migrate
+  local tag=$1 action=$2 running migrate rc replicas
   running=$(current_tag)
+  replicas=$(setting EXPECTED_REPLICAS 1)
   log "$action $tag (running: ${running:-nothing})"
+  [[ $replicas =~ ^[1-9][0-9]*$ ]] || die "EXPECTED_REPLICAS must be a positive number, not '$replicas'"
 
-  log "pulling $PULL_SERVICES"
-  # shellcheck disable=SC2086 # a list of service names
-  IMAGE_TAG=$tag compose pull --quiet $PULL_SERVICES || die "pull of $tag failed; nothing was changed"
+  if [[ -n $PULL_SERVICES ]]; then
+    log "pulling $PULL_SERVICES"
+    # shellcheck disable=SC2086 # a list of service names
+    IMAGE_TAG=$tag compose pull --quiet $PULL_SERVICES || die "pull of $tag failed; nothing was changed"
+  fi
+  check_budget "$replicas"
 
   case $MIGRATE in
     always) migrate=yes ;;
@@ -158,25 +314,47 @@ deploy() {
   esac
   if [[ $migrate == yes ]]; then
     log "migrating the schema with $tag"
-    IMAGE_TAG=$tag compose run --rm --quiet-pull migrate \
-      || die "the migration of $tag failed; the running version (${running:-none}) was not touched"
+    if ! IMAGE_TAG=$tag compose run --rm --quiet-pull migrate; then
+      record failed "$tag" "($action: its migration failed; ${running:-nothing} untouched)"
+      die "the migration of $tag failed; the running version (${running:-none}) was not touched"
+    fi
   else
     log "not migrating: $tag was deployed here before (its revisions are applied)"
   fi
 
-  if switch_to "$tag" "$([[ $migrate == yes ]] || echo skip-migration)" && health_check; then
-    record "$action" "$tag"
-    log "$tag is live"
-    return 0
+  ROLL_NOTE=""
+  if [[ -n $running && $running != "$tag" && -n $(api_containers) ]]; then
+    others_up "$tag"
+    rc=0
+    roll "$tag" "$running" || rc=$?
+    if ((rc == 1)); then
+      record failed "$tag" "($action: never ready; $running kept serving)"
+      die "$tag did not become ready; $running kept serving and nothing was switched"
+    fi
+    if ((rc == 3)); then
+      record failed "$tag" "($action: unhealthy through the proxy; switched back to $running)"
+      die "$tag was ready but $(setting HEALTH_URL 'the proxy') did not answer; switched back to $running"
+    fi
+    if ((rc == 2)); then
+      start_stack "$tag" "$([[ $migrate == yes ]] || echo skip-migration)" || true
+      health_check || die "$tag did not become healthy after the recreate"
+      ROLL_NOTE="recreated (containers without release aliases)"
+    fi
+  else
+    if ! start_stack "$tag" "$([[ $migrate == yes ]] || echo skip-migration)" || ! health_check; then
+      record failed "$tag" "($action: did not become healthy)"
+      die "$tag did not become healthy"
+    fi
+    ROLL_NOTE="started"
   fi
-  log "$tag did not become healthy"
-  if [[ $running != "$tag" ]]; then restore "$running" || true; fi
-  return 1
+  record "$action" "$tag" "$ROLL_NOTE"
+  log "$tag is live ($ROLL_NOTE)"
 }
 
 status() {
   echo "running:  $(current_tag)"
   echo "previous: $(previous_tag)"
+  echo "rotation: $(rotation)"
   echo "history (last 10):"
   tail -n 10 "$HISTORY" 2>/dev/null | sed 's/^/  /'
   compose ps
@@ -191,6 +369,8 @@ main() {
   # One deployment at a time on this server.
   exec 9>"$STATE_DIR/lock"
   flock -w 600 9 || die "another deployment holds $DEPLOY_PATH/$STATE_DIR/lock"
+  # The proxy's rotation file exists before anything starts (compose mounts its directory).
+  [[ -f $ROTATION ]] || set_rotation "$ALL_REPLICAS" 2>/dev/null
 
   case $1 in
     --status) status ;;
@@ -203,7 +383,7 @@ main() {
     -h | --help) usage ;;
     -*) usage ;;
     *)
-      valid_tag "$1" || die "not a valid image tag: $1"
+      valid_tag "$1" || die "not a valid image tag (letters, digits, _ . -, at most 59 characters): $1"
       deploy "$1" deploy
       ;;
   esac

