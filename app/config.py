@@ -159,6 +159,8 @@ class Settings:
     rate_limit: str = DEFAULT_RATE_LIMIT
     rate_limit_writes: str = DEFAULT_RATE_LIMIT_WRITES
     cors_origins: tuple[str, ...] = ()
+    # The longest query string the app parses; longer ones get a problem+json 414.
+    max_query_string_bytes: int = 4096
 
     @property
     def is_production(self) -> bool:
@@ -174,6 +176,7 @@ class Settings:
             "SECRET_KEY": self.secret_key,
             "DEBUG": self.debug,
             "MAX_CONTENT_LENGTH": self.max_content_length,
+            "MAX_QUERY_STRING_BYTES": self.max_query_string_bytes,
             "SETTINGS": self,
         }
 
@@ -222,6 +225,8 @@ def load_settings(
         debug=debug,
         log_level=_choice(source, "LOG_LEVEL", "INFO", LOG_LEVELS),
         max_content_length=_int(source, "MAX_CONTENT_LENGTH", 1024 * 1024, 1024, 100 * 1024 * 1024),
+        # At most 6 KiB: the production server refuses request lines over 8190 bytes itself.
+        max_query_string_bytes=_int(source, "MAX_QUERY_STRING_BYTES", 4096, 256, 6144),
         db_pool_size=_int(source, "DB_POOL_SIZE", 5, 1, 100),
         db_max_overflow=_int(source, "DB_MAX_OVERFLOW", 5, 0, 100),
         db_pool_timeout=_int(source, "DB_POOL_TIMEOUT", 2, 1, 60),

@@ -17,6 +17,7 @@ from . import (
     openapi,
     ratelimit,
     request_id,
+    request_limits,
     security_headers,
     tokens_cli,
 )
@@ -39,6 +40,7 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
     observability.init_app(app, settings)
     db.log_connection_budget(settings)
     request_id.init_app(app)
+    request_limits.init_app(app)
     security_headers.init_app(app, settings)
     errors.register_error_handlers(app)
     auth.init_app(app)  # before the limiter: limits key on the authenticated token
