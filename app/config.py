@@ -161,6 +161,8 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     # The longest query string the app parses; longer ones get a problem+json 414.
     max_query_string_bytes: int = 4096
+    # Each worker prunes expired idempotency keys at most this often, after a keyed create; 0: never.
+    idempotency_prune_interval_seconds: int = 600
 
     @property
     def is_production(self) -> bool:
@@ -227,6 +229,7 @@ def load_settings(
         max_content_length=_int(source, "MAX_CONTENT_LENGTH", 1024 * 1024, 1024, 100 * 1024 * 1024),
         # At most 6 KiB: the production server refuses request lines over 8190 bytes itself.
         max_query_string_bytes=_int(source, "MAX_QUERY_STRING_BYTES", 4096, 256, 6144),
+        idempotency_prune_interval_seconds=_int(source, "IDEMPOTENCY_PRUNE_INTERVAL_SECONDS", 600, 0, 86_400),
         db_pool_size=_int(source, "DB_POOL_SIZE", 5, 1, 100),
         db_max_overflow=_int(source, "DB_MAX_OVERFLOW", 5, 0, 100),
         db_pool_timeout=_int(source, "DB_POOL_TIMEOUT", 2, 1, 60),

@@ -12,6 +12,7 @@ from . import (
     db,
     errors,
     idempotency,
+    idempotency_prune,
     migrate,
     observability,
     openapi,
@@ -51,4 +52,5 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
     migrate.init_app(app)
     tokens_cli.init_app(app)
     idempotency.init_app(app)
+    idempotency_prune.init_app(app, settings)
     return app

@@ -19,7 +19,11 @@ NAMESPACES = {"staging": "items-api-staging", "production": "items-api"}
 
 
 def _workloads(objects: list[Manifest]) -> list[Manifest]:
-    return [one(objects, "Deployment", "items-api"), one(objects, "Job", "items-api-migrate")]
+    return [
+        one(objects, "Deployment", "items-api"),
+        one(objects, "Job", "items-api-migrate"),
+        one(objects, "CronJob", "items-api-idempotency-prune"),
+    ]
 
 
 def _api(objects: list[Manifest]) -> Manifest:
@@ -43,6 +47,7 @@ def test_overlay_renders_every_kind_in_its_own_namespace(objects: list[Manifest]
             "HorizontalPodAutoscaler",
             "PodDisruptionBudget",
             "Job",
+            "CronJob",
             "NetworkPolicy",
             "NetworkPolicy",
             "Ingress",
@@ -62,7 +67,7 @@ def test_api_has_liveness_readiness_and_startup_probes_on_the_app_port(objects: 
     assert api["startupProbe"]["httpGet"]["path"] == "/health"
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "Job"])
+@pytest.mark.parametrize("kind", ["Deployment", "Job", "CronJob"])
 def test_pods_run_as_the_image_user_without_privileges(objects: list[Manifest], kind: str) -> None:
     workload = next(w for w in _workloads(objects) if w["kind"] == kind)
     spec = pod_spec(workload)
@@ -79,7 +84,7 @@ def test_pods_run_as_the_image_user_without_privileges(objects: list[Manifest], 
         assert context["seccompProfile"] == {"type": "RuntimeDefault"}
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "Job"])
+@pytest.mark.parametrize("kind", ["Deployment", "Job", "CronJob"])
 def test_writable_paths_are_empty_dirs(objects: list[Manifest], kind: str) -> None:
     spec = pod_spec(next(w for w in _workloads(objects) if w["kind"] == kind))
     empty_dirs = {v["name"] for v in spec["volumes"] if "emptyDir" in v}
@@ -156,6 +161,17 @@ def test_the_migration_job_runs_flask_db_upgrade_before_the_rollout(objects: lis
     assert pod_spec(job)["restartPolicy"] == "Never"
     assert pod_spec(job)["containers"][0]["command"] == ["flask", "--app", "app.main:create_app", "db", "upgrade"]
     assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "migration"
+
+
+def test_a_cronjob_prunes_idempotency_keys_hourly_without_overlap(objects: list[Manifest]) -> None:
+    cronjob = one(objects, "CronJob", "items-api-idempotency-prune")
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    minute, hour, *_ = cronjob["spec"]["schedule"].split()
+    assert minute.isdigit()
+    assert hour == "*"
+    spec = pod_spec(cronjob)
+    assert spec["restartPolicy"] == "Never"
+    assert spec["containers"][0]["command"] == ["flask", "--app", "app.main:create_app", "idempotency", "prune"]
 
 
 def test_pods_read_the_generated_config_and_the_secret(objects: list[Manifest]) -> None:
