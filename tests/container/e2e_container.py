@@ -379,7 +379,15 @@ class TestProductionStack:
         response = http("GET", f"{self.base}/health")
         assert response.status == 200
         assert response.json() == {"status": "ok", "environment": "production"}
-        assert http("GET", f"{self.base}/health/ready").status == 200
+
+    def test_readiness_is_not_public_but_answers_inside(self, prod_stack: Compose) -> None:
+        for path in ("/health/ready", "/health/ready/", "//health/ready", "/HEALTH/READY", "/health/ready?x=1"):
+            response = http("GET", f"{self.base}{path}")
+            assert response.status == 404, path
+            assert b"database" not in response.body, path
+        probe = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8000/health/ready').status)"
+        assert prod_stack("exec", "-T", "api", "python", "-c", probe).stdout.strip() == "200"
+        assert inspect(prod_stack.container("api"))["State"]["Health"]["Status"] == "healthy"
 
     def test_writes_without_a_token_are_refused(self, prod_stack: Compose) -> None:
         response = http("POST", f"{self.base}/items", json_body={"title": "anonymous", "description": None})

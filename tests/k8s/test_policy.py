@@ -219,9 +219,9 @@ def test_the_connection_budget_fits_the_database(objects: list[Manifest]) -> Non
     )
 
 
-def test_the_ingress_routes_the_public_paths_but_not_metrics(objects: list[Manifest]) -> None:
+def test_the_ingress_routes_the_public_paths_but_not_metrics_or_readiness(objects: list[Manifest]) -> None:
     rule = one(objects, "Ingress")["spec"]["rules"][0]
-    paths = {p["path"] for p in rule["http"]["paths"]}
-    assert paths == {"/items", "/health", "/openapi.json", "/docs"}
+    paths = {p["path"]: p["pathType"] for p in rule["http"]["paths"]}
+    assert paths == {"/items": "Prefix", "/health": "Exact", "/openapi.json": "Exact", "/docs": "Prefix"}
     backends = [p["backend"]["service"] for p in rule["http"]["paths"]]
     assert all(backend == {"name": "items-api", "port": {"name": "http"}} for backend in backends)
