@@ -6,6 +6,7 @@ error that names the variable, never a silent default.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -147,8 +148,12 @@ class Settings:
     expected_replicas: int = 1
     db_max_connections: int = 0
     db_reserved_connections: int = 10
-    # Reverse proxies in front of the app whose X-Forwarded-For/-Proto are believed (Caddy: 1).
+    # Reverse proxies in front of the app whose X-Forwarded-For/-Proto are believed (Caddy: 1),
+    # from these addresses only (FORWARDED_ALLOW_IPS; None: "*", from anyone).
     trusted_proxy_hops: int = 0
+    forwarded_allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None = (
+        ipaddress.ip_network("127.0.0.1"),
+    )
     git_sha: str = "unknown"
     # Set by gunicorn.conf.py: workers share metrics through files in this directory.
     metrics_dir: Path | None = None
@@ -242,12 +247,32 @@ def load_settings(
         db_reserved_connections=_int(source, "DB_RESERVED_CONNECTIONS", 10, 0, 10_000),
         log_format=_log_format(source, app_env),
         trusted_proxy_hops=_int(source, "TRUSTED_PROXY_HOPS", 0, 0, 5),
+        forwarded_allow_networks=_forwarded_allow_networks(source),
         git_sha=_git_sha(source),
         metrics_dir=_optional_path(source, "PROMETHEUS_MULTIPROC_DIR"),
         **_security_settings(source, production),
     )
     _check_connection_budget(settings)
     return settings
+
+
+def _forwarded_allow_networks(
+    source: Mapping[str, object],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None:
+    """FORWARDED_ALLOW_IPS: comma-separated addresses or networks, or "*" for any peer."""
+    value = _string(source, "FORWARDED_ALLOW_IPS", "127.0.0.1")
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    if "*" in entries:
+        return None
+    try:
+        return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+    except ValueError:
+        raise ConfigError(f"FORWARDED_ALLOW_IPS must list IP addresses or networks, or be '*'; got {value!r}") from None
+
+
+def _gunicorn_forwarded_allow_ips(source: Mapping[str, object]) -> str:
+    networks = _forwarded_allow_networks(source)
+    return "*" if networks is None else ",".join(str(network) for network in networks)
 
 
 def _check_connection_budget(settings: Settings) -> None:
@@ -327,7 +352,7 @@ def load_server_settings(environ: Mapping[str, str] | None = None) -> ServerSett
         timeout=_int(source, "GUNICORN_TIMEOUT", 30, 1, 3600),
         graceful_timeout=_int(source, "GUNICORN_GRACEFUL_TIMEOUT", 20, 1, 3600),
         keepalive=_int(source, "GUNICORN_KEEPALIVE", 5, 0, 3600),
-        forwarded_allow_ips=_string(source, "FORWARDED_ALLOW_IPS", "127.0.0.1"),
+        forwarded_allow_ips=_gunicorn_forwarded_allow_ips(source),
         drain_seconds=_int(source, "SHUTDOWN_DRAIN_SECONDS", 3, 0, 60),
         log_level=_choice(source, "LOG_LEVEL", "INFO", LOG_LEVELS),
         log_format=_log_format(source, _choice(source, "APP_ENV", "local", ENVIRONMENTS)),

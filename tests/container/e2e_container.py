@@ -8,12 +8,14 @@ the tools, starts a private dockerd and stops it again. Steps, in file order:
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dockerfile_parse import DockerfileParser
@@ -148,6 +150,22 @@ def test_compose_files_pass_docker_compose_config(local_compose: Compose, prod_c
     # The optional layers written against the production file still merge with it.
     for layer in sorted(DOCKER_DIR.glob("*/docker-compose.*.yml")):
         prod_compose("-f", str(layer), "config", "-q")
+
+
+def prod_config(prod_compose: Compose, **env: str) -> dict[str, Any]:
+    """`docker compose config` of the production file (no engine needed) with ``env`` on top."""
+    compose = Compose(PROD_FILE, prod_compose.env_file, {**(prod_compose.env or {}), **env})
+    config: dict[str, Any] = json.loads(compose("config", "--format", "json").stdout)
+    return config
+
+
+def test_prod_api_trusts_forwarded_headers_from_the_proxy_alone(prod_compose: Compose) -> None:
+    config = prod_config(prod_compose)
+    proxy_ip = config["services"]["proxy"]["networks"]["edge"]["ipv4_address"]
+    assert config["services"]["api"]["environment"]["FORWARDED_ALLOW_IPS"] == proxy_ip
+    assert config["services"]["api"]["environment"]["TRUSTED_PROXY_HOPS"] == "1"
+    subnet = config["networks"]["edge"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(proxy_ip) in ipaddress.ip_network(subnet)
 
 
 def test_prod_proxy_serves_plain_http_when_domain_is_empty_and_the_domain_otherwise(prod_compose: Compose) -> None:
