@@ -74,7 +74,8 @@ def prod_test_env() -> dict[str, str]:
         "POSTGRES_PASSWORD": password,
         "POSTGRES_DB": "items",
         "DATABASE_URL": "postgresql+psycopg://items:${POSTGRES_PASSWORD}@db:5432/items",
-        "REDIS_URL": "redis://redis:6379/0",
+        "REDIS_PASSWORD": "e2e-redis-password-0123456789",
+        "REDIS_URL": "redis://:${REDIS_PASSWORD}@redis:6379/0",
         "RATE_LIMIT": "600 per minute",
         "PROMETHEUS_HOST_PORT": PROD_PROMETHEUS_PORT,
         "SECRET_KEY": "e2e-secret-key-not-used-anywhere-else-0123456789",
@@ -166,6 +167,15 @@ def test_prod_api_trusts_forwarded_headers_from_the_proxy_alone(prod_compose: Co
     assert config["services"]["api"]["environment"]["TRUSTED_PROXY_HOPS"] == "1"
     subnet = config["networks"]["edge"]["ipam"]["config"][0]["subnet"]
     assert ipaddress.ip_address(proxy_ip) in ipaddress.ip_network(subnet)
+
+
+def test_prod_redis_requires_the_password_the_api_url_carries(prod_compose: Compose) -> None:
+    services = prod_config(prod_compose)["services"]
+    password = services["redis"]["environment"]["REDIS_PASSWORD"]
+    assert password
+    assert any("--requirepass" in part for part in services["redis"]["command"])
+    # The password is in the env file, so it reaches the api through env_file, not compose.
+    assert "${REDIS_PASSWORD}" in prod_test_env()["REDIS_URL"]
 
 
 def test_prod_proxy_serves_plain_http_when_domain_is_empty_and_the_domain_otherwise(prod_compose: Compose) -> None:
@@ -443,6 +453,21 @@ class TestProductionStack:
         # Caddy >= 2.7 answers 413; the stand-in's Caddy 2.6 answers 502 (caddy#5652).
         assert response.status in (413, 502), response.status
         assert "problem+json" not in response.headers.get("Content-Type", "")
+
+    def test_redis_refuses_clients_without_its_password(self, prod_stack: Compose) -> None:
+        # From the api container, on the backend network Grafana and Prometheus share.
+        probe = (
+            "import os, redis\n"
+            "try:\n"
+            "    redis.Redis(host='redis', socket_timeout=3, retry=None).ping()\n"
+            "    print('open')\n"
+            "except redis.AuthenticationError:\n"
+            "    print('refused')\n"
+            "print(redis.Redis.from_url(os.environ['REDIS_URL'], socket_timeout=3).ping())\n"
+        )
+        result = prod_stack("exec", "-T", "api", "python", "-c", probe)
+        assert result.stdout.split() == ["refused", "True"], result.stdout + result.stderr
+        assert inspect(prod_stack.container("redis"))["State"]["Health"]["Status"] == "healthy"
 
     def test_api_port_is_not_published(self, prod_stack: Compose) -> None:
         ports = inspect(prod_stack.container("api"))["NetworkSettings"]["Ports"] or {}

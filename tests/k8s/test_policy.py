@@ -50,6 +50,8 @@ def test_overlay_renders_every_kind_in_its_own_namespace(objects: list[Manifest]
             "CronJob",
             "NetworkPolicy",
             "NetworkPolicy",
+            "NetworkPolicy",
+            "NetworkPolicy",
             "Ingress",
         ]
     )
@@ -153,6 +155,31 @@ def test_only_the_ingress_controller_and_prometheus_reach_the_api_port(objects: 
             assert "ipBlock" not in peer
             sources.append(peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"])
     assert sorted(sources) == ["ingress-nginx", "monitoring"]
+
+
+def test_egress_is_denied_except_dns_postgresql_and_redis(objects: list[Manifest]) -> None:
+    deny = one(objects, "NetworkPolicy", "default-deny-egress")["spec"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Egress"]}
+    policy = one(objects, "NetworkPolicy", "items-api-egress")
+    assert "app.kubernetes.io/component" not in policy["metadata"]["labels"]  # deploy.sh applies it before the Job
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Egress"]
+    assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "items-api"}}
+    for workload in _workloads(objects):
+        labels = workload["spec"].get("jobTemplate", workload)["spec"]["template"]["metadata"]["labels"]
+        assert _labels_match(spec["podSelector"], labels), workload["kind"]
+    dns, databases = spec["egress"]
+    assert {(p["protocol"], p["port"]) for p in dns["ports"]} == {("UDP", 53), ("TCP", 53)}
+    assert dns["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ]
+    assert {(p["protocol"], p["port"]) for p in databases["ports"]} == {("TCP", 5432), ("TCP", 6379)}
+    blocks = [peer["ipBlock"] for peer in databases["to"] if "ipBlock" in peer]
+    v4 = next(block for block in blocks if block["cidr"] == "0.0.0.0/0")
+    assert "169.254.0.0/16" in v4["except"], "the cloud metadata endpoint must stay unreachable"
 
 
 def test_the_migration_job_runs_flask_db_upgrade_before_the_rollout(objects: list[Manifest]) -> None:
