@@ -12,6 +12,7 @@ import ipaddress
 import json
 import os
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -176,6 +177,17 @@ def test_prod_redis_requires_the_password_the_api_url_carries(prod_compose: Comp
     assert any("--requirepass" in part for part in services["redis"]["command"])
     # The password is in the env file, so it reaches the api through env_file, not compose.
     assert "${REDIS_PASSWORD}" in prod_test_env()["REDIS_URL"]
+
+
+def test_an_empty_grafana_password_stops_only_the_observability_profile(prod_compose: Compose) -> None:
+    assert "GRAFANA_ADMIN_PASSWORD" not in prod_test_env()
+    # Profile off: the configuration is valid and nothing checks the password.
+    off = prod_config(prod_compose, COMPOSE_PROFILES="db,redis")["services"]
+    assert "grafana" not in off
+    assert "grafana-password-check" not in off
+    # Profile on: Grafana cannot start before the check has passed.
+    on = prod_config(prod_compose, COMPOSE_PROFILES="db,redis,observability")["services"]
+    assert on["grafana"]["depends_on"]["grafana-password-check"]["condition"] == "service_completed_successfully"
 
 
 def test_prod_proxy_serves_plain_http_when_domain_is_empty_and_the_domain_otherwise(prod_compose: Compose) -> None:
@@ -468,6 +480,17 @@ class TestProductionStack:
         result = prod_stack("exec", "-T", "api", "python", "-c", probe)
         assert result.stdout.split() == ["refused", "True"], result.stdout + result.stderr
         assert inspect(prod_stack.container("redis"))["State"]["Health"]["Status"] == "healthy"
+
+    def test_the_grafana_password_check_refuses_an_empty_password(self, prod_stack: Compose) -> None:
+        def check(password: str) -> subprocess.CompletedProcess[str]:
+            env = {**(prod_stack.env or {}), "COMPOSE_PROFILES": "observability", "GRAFANA_ADMIN_PASSWORD": password}
+            with_profile = Compose(prod_stack.file, prod_stack.env_file, env)
+            return with_profile("run", "--rm", "--no-deps", "--pull", "never", "grafana-password-check", check=False)
+
+        refused = check("")
+        assert refused.returncode != 0
+        assert "GRAFANA_ADMIN_PASSWORD must be set" in refused.stdout + refused.stderr
+        assert check("e2e-grafana-password-0123456789").returncode == 0
 
     def test_api_port_is_not_published(self, prod_stack: Compose) -> None:
         ports = inspect(prod_stack.container("api"))["NetworkSettings"]["Ports"] or {}
