@@ -6,6 +6,7 @@ import contextlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -78,6 +79,12 @@ def test_openapi_lists_the_414_as_a_problem(client: FlaskClient) -> None:
 # --- against the real production server ---------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with gunicorn(tmp_path_factory.mktemp("gunicorn")) as running:
+        yield running
+
+
 def _worker_pid(server: Server) -> int:
     children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()
     assert len(children) == 1, children
@@ -120,32 +127,29 @@ def _send_raw(server: Server, payload: bytes, timeout: float = 30) -> tuple[byte
         return answer, elapsed
 
 
-def test_gunicorn_refuses_a_multi_megabyte_request_line_in_bounded_time_and_memory(tmp_path: Path) -> None:
-    with gunicorn(tmp_path) as server:
-        worker = _worker_pid(server)
-        before = _peak_rss_kib(worker)
-        line = b"GET /items?" + b"limit=1&" * (8 * 1024 * 1024 // 8) + b" HTTP/1.1\r\nHost: x\r\n\r\n"
-        answer, elapsed = _send_raw(server, line)
-        grown_kib = _peak_rss_kib(worker) - before
-        print(f"8 MiB request line: {answer[:12]!r} after {elapsed:.3f} s; worker peak RSS +{grown_kib} KiB")
-        assert answer.startswith(b"HTTP/1.1 414"), answer[:200]
-        assert elapsed < 1.0
-        assert grown_kib < 4096
-        assert server.get("/health")[0] == 200
+def test_gunicorn_refuses_a_multi_megabyte_request_line_in_bounded_time_and_memory(server: Server) -> None:
+    worker = _worker_pid(server)
+    before = _peak_rss_kib(worker)
+    line = b"GET /items?" + b"limit=1&" * (8 * 1024 * 1024 // 8) + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer, elapsed = _send_raw(server, line)
+    grown_kib = _peak_rss_kib(worker) - before
+    print(f"8 MiB request line: {answer[:12]!r} after {elapsed:.3f} s; worker peak RSS +{grown_kib} KiB")
+    assert answer.startswith(b"HTTP/1.1 414"), answer[:200]
+    assert elapsed < 1.0
+    assert grown_kib < 4096
+    assert server.get("/health")[0] == 200
 
 
-def test_gunicorn_answers_an_over_long_query_below_its_limit_with_the_apps_problem(tmp_path: Path) -> None:
-    with gunicorn(tmp_path) as server:
-        status, headers, body = server.get("/items?cursor=" + "x" * 6000)
-        assert status == 414
-        assert headers["Content-Type"] == PROBLEM
-        assert orjson.loads(body)["status"] == 414
+def test_gunicorn_answers_an_over_long_query_below_its_limit_with_the_apps_problem(server: Server) -> None:
+    status, headers, body = server.get("/items?cursor=" + "x" * 6000)
+    assert status == 414
+    assert headers["Content-Type"] == PROBLEM
+    assert orjson.loads(body)["status"] == 414
 
 
 @pytest.mark.parametrize(("count", "size"), [(80, 10), (2, 20_000)], ids=["too-many-fields", "too-long-field"])
-def test_gunicorn_bounds_the_header_block(tmp_path: Path, count: int, size: int) -> None:
-    with gunicorn(tmp_path) as server:
-        headers = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * size) for i in range(count))
-        answer, elapsed = _send_raw(server, b"GET /health HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
-        assert answer.startswith((b"HTTP/1.1 400", b"HTTP/1.1 431")), answer[:200]
-        assert elapsed < 1.0
+def test_gunicorn_bounds_the_header_block(server: Server, count: int, size: int) -> None:
+    headers = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * size) for i in range(count))
+    answer, elapsed = _send_raw(server, b"GET /health HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+    assert answer.startswith((b"HTTP/1.1 400", b"HTTP/1.1 431")), answer[:200]
+    assert elapsed < 1.0
