@@ -166,8 +166,10 @@ def test_prod_api_trusts_forwarded_headers_from_the_proxy_alone(prod_compose: Co
     proxy_ip = config["services"]["proxy"]["networks"]["edge"]["ipv4_address"]
     assert config["services"]["api"]["environment"]["FORWARDED_ALLOW_IPS"] == proxy_ip
     assert config["services"]["api"]["environment"]["TRUSTED_PROXY_HOPS"] == "1"
-    subnet = config["networks"]["edge"]["ipam"]["config"][0]["subnet"]
-    assert ipaddress.ip_address(proxy_ip) in ipaddress.ip_network(subnet)
+    ipam = config["networks"]["edge"]["ipam"]["config"][0]
+    assert ipaddress.ip_address(proxy_ip) in ipaddress.ip_network(ipam["subnet"])
+    # Containers created before the proxy (the api) must not be handed its address.
+    assert ipaddress.ip_address(proxy_ip) not in ipaddress.ip_network(ipam["ip_range"])
 
 
 def test_prod_redis_requires_the_password_the_api_url_carries(prod_compose: Compose) -> None:
