@@ -28,6 +28,7 @@ def test_a_one_megabyte_repeated_parameter_query_gets_a_small_414_quickly(app: F
     # longer than the app, and would be timed instead of it.
     environ = EnvironBuilder(path="/items").get_environ()
     environ["QUERY_STRING"] = ONE_MB_QUERY
+    run_wsgi_app(app, EnvironBuilder(path="/items/0").get_environ(), buffered=True)  # first-request set-up
     started = time.perf_counter()
     body, status, headers = run_wsgi_app(app, environ, buffered=True)
     elapsed = time.perf_counter() - started
@@ -35,7 +36,7 @@ def test_a_one_megabyte_repeated_parameter_query_gets_a_small_414_quickly(app: F
     assert status.startswith("414")
     assert headers["Content-Type"] == PROBLEM
     assert len(data) < 1024
-    assert elapsed < 0.05, f"{elapsed:.3f} s"
+    assert elapsed < 0.1, f"{elapsed:.3f} s"  # about 1 ms; unbounded, 200-300 ms
 
 
 def test_a_query_string_at_the_limit_is_parsed_and_one_byte_more_is_414(app: Flask, client: FlaskClient) -> None:
