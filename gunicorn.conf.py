@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from gunicorn.glogging import Logger
 
 from app.config import ConfigError, load_settings
+from app.request_limits import SERVER_REQUEST_LINE_LIMIT
 
 if TYPE_CHECKING:
     from gunicorn.arbiter import Arbiter
@@ -48,9 +49,14 @@ preload_app = True
 worker_tmp_dir = "/dev/shm"  # noqa: S108 (heartbeat files; /dev/shm avoids disk stalls)
 # The app logs one line per request itself (app/observability/access.py).
 accesslog = None
-# No request-line limit here: an over-long URL reaches the app and gets its problem+json
-# 4xx (gunicorn's own 414 is an HTML page). The proxy in front bounds headers (Caddy: 1 MB).
-limit_request_line = 0
+# Bounded request line and header block: gunicorn's parser copies its buffer on every
+# read, so an unbounded line costs CPU with the square of its length (16 MiB: 18 s) and
+# memory about 4x. Query strings the app parses are capped lower (MAX_QUERY_STRING_BYTES,
+# a problem+json 414); only a line over this limit gets gunicorn's own (HTML) 414.
+limit_request_line = SERVER_REQUEST_LINE_LIMIT
+limit_request_field_size = SERVER_REQUEST_LINE_LIMIT
+# At most 64 header lines of 8 KiB: a header block of at most about 512 KiB (then 400).
+limit_request_fields = 64
 errorlog = "-"
 
 

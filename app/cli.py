@@ -22,10 +22,13 @@ from . import crud, migrate
 from .auth import new_token
 from .db import get_database
 from .errors import is_database_unavailable
-from .idempotency import TTL
+from .idempotency import ANONYMOUS, TTL
 from .models import TOKEN_NAME_MAX_LENGTH, TOKEN_SCOPES
 
-_NAME = re.compile(rf"[A-Za-z0-9._-]{{1,{TOKEN_NAME_MAX_LENGTH}}}")
+# At least one letter or digit: that keeps out "-" (ANONYMOUS, whose idempotency keys are
+# those of requests without a token) and other names that read as placeholders.
+_NAME = re.compile(rf"(?=.*[A-Za-z0-9])[A-Za-z0-9._-]{{1,{TOKEN_NAME_MAX_LENGTH}}}")
+RESERVED_NAMES = frozenset({ANONYMOUS})
 # PostgreSQL's undefined_table; SQLite says "no such table".
 _UNDEFINED_TABLE = "42P01"
 
@@ -89,8 +92,13 @@ tokens_cli = AppGroup("tokens", help="API tokens for the bearer authentication."
 @database_errors_in_one_line
 def create_token_command(name: str, scope: str) -> None:
     """Create a token and print it once; only its hash is stored."""
+    if name in RESERVED_NAMES:
+        raise click.BadParameter(f"{name!r} is reserved", param_hint="--name")
     if not _NAME.fullmatch(name):
-        raise click.BadParameter("use 1-100 letters, digits, dots, dashes or underscores", param_hint="--name")
+        raise click.BadParameter(
+            "use 1-100 letters, digits, dots, dashes or underscores, at least one letter or digit",
+            param_hint="--name",
+        )
     issued = new_token()
     try:
         with get_database().sessionmaker.begin() as session:

@@ -7,6 +7,7 @@ error that names the variable, never a silent default.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 from collections.abc import Mapping
@@ -75,6 +76,11 @@ class Settings(BaseSettings):
     # Machines read production and test logs; people read local ones (default set below).
     log_format: Annotated[Literal["json", "console"], _casefold(upper=False)]
     max_content_length: Int = Field(1024 * 1024, ge=1024, le=100 * 1024 * 1024)
+    # The longest query string the app parses; longer ones get a problem+json 414. At most
+    # 6 KiB: the production server refuses request lines over 8190 bytes itself.
+    max_query_string_bytes: Int = Field(4096, ge=256, le=6144)
+    # Each worker prunes expired idempotency keys at most this often, after a keyed create; 0: never.
+    idempotency_prune_interval_seconds: Int = Field(600, ge=0, le=86_400)
     db_pool_size: Int = Field(5, ge=1, le=100)
     db_max_overflow: Int = Field(5, ge=0, le=100)
     db_pool_timeout: Int = Field(2, ge=1, le=60)
@@ -106,6 +112,7 @@ class Settings(BaseSettings):
     gunicorn_timeout: Int = Field(30, ge=1, le=3600)
     gunicorn_graceful_timeout: Int = Field(20, ge=1, le=3600)
     gunicorn_keepalive: Int = Field(5, ge=0, le=3600)
+    # Peers whose X-Forwarded-* headers are believed (app and gunicorn): addresses or networks, or "*".
     forwarded_allow_ips: str = "127.0.0.1"
     shutdown_drain_seconds: Int = Field(3, ge=0, le=60)
 
@@ -155,6 +162,17 @@ class Settings(BaseSettings):
         if value is not None and not value.is_absolute():
             raise ConfigError(f"PROMETHEUS_MULTIPROC_DIR must be an absolute path; got {str(value)!r}")
         return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _forwarded_allow_ips(cls, value: str) -> str:
+        entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+        if "*" in entries:
+            return "*"
+        try:
+            return ",".join(str(ipaddress.ip_network(entry, strict=False)) for entry in entries)
+        except ValueError:
+            raise ConfigError(f"FORWARDED_ALLOW_IPS must list IP addresses or networks, or be '*'; got {value!r}") from None
 
     @field_validator("redis_url")
     @classmethod
@@ -215,6 +233,13 @@ class Settings(BaseSettings):
         return self.app_env == "production"
 
     @property
+    def forwarded_allow_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None:
+        """The networks of FORWARDED_ALLOW_IPS; None for "*" (any peer)."""
+        if self.forwarded_allow_ips == "*":
+            return None
+        return tuple(ipaddress.ip_network(entry) for entry in self.forwarded_allow_ips.split(","))
+
+    @property
     def connection_budget(self) -> int:
         """The most database connections all replicas together may open."""
         return self.expected_replicas * self.web_concurrency * (self.db_pool_size + self.db_max_overflow)
@@ -224,6 +249,7 @@ class Settings(BaseSettings):
             "SECRET_KEY": self.secret_key,
             "DEBUG": self.debug,
             "MAX_CONTENT_LENGTH": self.max_content_length,
+            "MAX_QUERY_STRING_BYTES": self.max_query_string_bytes,
             "SETTINGS": self,
         }
 

@@ -17,6 +17,10 @@ from .request_id import current_request_id
 
 PROBLEM_JSON = "application/problem+json"
 DATABASE_RETRY_AFTER_SECONDS = 2
+# A problem reports at most this many field errors, each name cut to this length, so
+# its size does not grow with the input (120k repeated parameters once gave 3.7 MB).
+MAX_REPORTED_ERRORS = 5
+MAX_LOC_PART_LENGTH = 64
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +58,17 @@ def problem(
         "request_id": current_request_id(),
     }
     if errors is not None:
-        body["errors"] = list(errors)
+        body["errors"] = [_bounded(error) for error in errors[:MAX_REPORTED_ERRORS]]
+        if len(errors) > MAX_REPORTED_ERRORS:
+            body["detail"] = f"{detail} (first {MAX_REPORTED_ERRORS} of {len(errors)} errors)"
     response = Response(orjson.dumps(body), status=status, mimetype=PROBLEM_JSON)
     response.headers.update(headers or {})
     return response
+
+
+def _bounded(error: Mapping[str, Any]) -> dict[str, Any]:
+    loc = [part[:MAX_LOC_PART_LENGTH] if isinstance(part, str) else part for part in error.get("loc", ())]
+    return {**error, "loc": loc}
 
 
 def _handle_api_error(exc: ApiError) -> Response:

@@ -13,10 +13,12 @@ from . import (
     cli,
     db,
     errors,
+    idempotency_prune,
     observability,
     openapi,
     ratelimit,
     request_id,
+    request_limits,
     security_headers,
 )
 from .api import health, items
@@ -40,6 +42,7 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
     observability.init_app(app, settings, log_stream="stderr" if for_command else "stdout")
     db.log_connection_budget(settings)
     request_id.init_app(app)
+    request_limits.init_app(app)
     security_headers.init_app(app, settings)
     errors.register_error_handlers(app)
     auth.init_app(app)  # before the limiter: limits key on the authenticated token
@@ -49,6 +52,7 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
     openapi.init_app(app)
     ratelimit.init_app(app, settings)
     cli.init_app(app)
+    idempotency_prune.init_app(app, settings)
     return app
 
 

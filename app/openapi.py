@@ -140,9 +140,9 @@ class _SpecBuilder:
                 }
             spec["responses"][str(status)] = response
         problem_content = {PROBLEM_JSON: {"schema": self.ref(Problem)}}
-        # A request line too long for the HTTP server is refused before the app sees it.
-        spec["responses"]["414"] = {"description": "URI Too Long (from the HTTP server, not problem+json)"}
-        for status in sorted({*errors, 500, 503}):
+        # A query string over MAX_QUERY_STRING_BYTES; a request line over 8190 bytes is
+        # refused by the HTTP server itself, before the app (and this contract) applies.
+        for status in sorted({*errors, 414, 500, 503}):
             response = {"description": HTTPStatus(status).phrase, "content": problem_content}
             if status in (429, 503):
                 response["headers"] = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "string"}}}

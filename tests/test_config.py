@@ -210,3 +210,15 @@ def test_env_example_documents_every_setting() -> None:
     missing = sorted(name for name in variable_names() if f"{name}=" not in documented)
     assert "DATABASE_URL" in variable_names()
     assert not missing, f"not in .env.example: {missing}"
+
+
+def test_forwarded_allow_ips_must_be_addresses_networks_or_star(instance_path: Path) -> None:
+    with pytest.raises(ConfigError, match="FORWARDED_ALLOW_IPS"):
+        load_settings({"FORWARDED_ALLOW_IPS": "proxy"}, instance_path=instance_path, environ={})
+    assert (
+        load_settings({"FORWARDED_ALLOW_IPS": "*"}, instance_path=instance_path, environ={}).forwarded_allow_networks
+        is None
+    )
+    assert load_server_settings({"FORWARDED_ALLOW_IPS": "172.29.240.2, 10.0.0.0/8"}).forwarded_allow_ips == (
+        "172.29.240.2/32,10.0.0.0/8"
+    )

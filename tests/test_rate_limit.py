@@ -110,6 +110,39 @@ def test_behind_one_trusted_proxy_the_forwarded_client_is_the_key(make_app: Make
     assert client.get("/items", headers={"X-Forwarded-For": "198.51.100.2"}).status_code == 200
 
 
+def test_forwarded_for_is_ignored_from_a_peer_that_is_not_the_proxy(make_app: MakeApp) -> None:
+    # Another container or pod reaching the port directly cannot pick its own bucket.
+    client = make_app(RATE_LIMIT="1 per minute", TRUSTED_PROXY_HOPS=1, FORWARDED_ALLOW_IPS="172.29.240.2").test_client()
+    direct = _from("172.29.240.7")
+
+    assert client.get("/items", headers={"X-Forwarded-For": "198.51.100.1"}, environ_base=direct).status_code == 200
+    assert client.get("/items", headers={"X-Forwarded-For": "198.51.100.2"}, environ_base=direct).status_code == 429
+    proxy = _from("172.29.240.2")
+    assert client.get("/items", headers={"X-Forwarded-For": "198.51.100.3"}, environ_base=proxy).status_code == 200
+    assert client.get("/items", headers={"X-Forwarded-For": "198.51.100.3"}, environ_base=proxy).status_code == 429
+
+
+def test_forwarded_allow_ips_takes_networks_and_star(make_app: MakeApp) -> None:
+    client = make_app(RATE_LIMIT="1 per minute", TRUSTED_PROXY_HOPS=1, FORWARDED_ALLOW_IPS="10.0.0.0/8").test_client()
+    assert (
+        client.get("/items", headers={"X-Forwarded-For": "198.51.100.1"}, environ_base=_from("10.1.2.3")).status_code
+        == 200
+    )
+    assert (
+        client.get("/items", headers={"X-Forwarded-For": "198.51.100.2"}, environ_base=_from("10.1.2.3")).status_code
+        == 200
+    )
+    anyone = make_app(RATE_LIMIT="1 per minute", TRUSTED_PROXY_HOPS=1, FORWARDED_ALLOW_IPS="*").test_client()
+    assert (
+        anyone.get("/items", headers={"X-Forwarded-For": "198.51.100.1"}, environ_base=_from("192.0.2.9")).status_code
+        == 200
+    )
+    assert (
+        anyone.get("/items", headers={"X-Forwarded-For": "198.51.100.2"}, environ_base=_from("192.0.2.9")).status_code
+        == 200
+    )
+
+
 def test_probes_are_never_limited(make_app: MakeApp) -> None:
     client = make_app(RATE_LIMIT="1 per minute").test_client()
 

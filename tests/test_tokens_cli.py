@@ -69,3 +69,12 @@ def test_bad_names_and_scopes_are_refused(app: Flask) -> None:
     assert _run(app, "create", "--name", "has space", "--scope", "read")[0] != 0
     assert _run(app, "create", "--name", "x" * 101, "--scope", "read")[0] != 0
     assert _run(app, "create", "--name", "ok", "--scope", "admin")[0] != 0
+
+
+def test_reserved_and_placeholder_names_are_refused(app: Flask) -> None:
+    # "-" is the principal of requests without a token (idempotency keys, auth disabled).
+    for name in ("-", "--", ".", "_", "-.-"):
+        code, _, err = _run(app, "create", "--name", name, "--scope", "write")
+        assert code != 0, name
+        assert "Created" not in err
+    assert _run(app, "create", "--name", "a-b.c_1", "--scope", "read")[0] == 0

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from flask import Flask
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..config import Settings
+from ..trusted_proxy import TrustedProxyFix
 from . import access, logs, metrics
 
 
@@ -14,7 +14,9 @@ def init_app(app: Flask, settings: Settings, log_stream: logs.Stream = "stdout")
     logs.configure_logging(settings.log_level, settings.log_format, log_stream)
     if settings.trusted_proxy_hops:
         # Believe exactly as many X-Forwarded-For/-Proto entries as there are proxies of
-        # ours in front (Caddy: 1); a client cannot forge its address past them.
-        hops = settings.trusted_proxy_hops
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
+        # ours in front (Caddy: 1), and only from them (FORWARDED_ALLOW_IPS): a client
+        # cannot forge its address past them, nor by reaching the port directly.
+        app.wsgi_app = TrustedProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, settings.trusted_proxy_hops, settings.forwarded_allow_networks
+        )
     access.init_app(app, metrics.init_app(app, settings))

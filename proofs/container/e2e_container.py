@@ -8,12 +8,15 @@ the tools, starts a private dockerd and stops it again. Steps, in file order:
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dockerfile_parse import DockerfileParser
@@ -72,7 +75,8 @@ def prod_test_env() -> dict[str, str]:
         "POSTGRES_PASSWORD": password,
         "POSTGRES_DB": "items",
         "DATABASE_URL": "postgresql+psycopg://items:${POSTGRES_PASSWORD}@db:5432/items",
-        "REDIS_URL": "redis://redis:6379/0",
+        "REDIS_PASSWORD": "e2e-redis-password-0123456789",
+        "REDIS_URL": "redis://:${REDIS_PASSWORD}@redis:6379/0",
         "RATE_LIMIT": "600 per minute",
         "PROMETHEUS_HOST_PORT": PROD_PROMETHEUS_PORT,
         "SECRET_KEY": "e2e-secret-key-not-used-anywhere-else-0123456789",
@@ -148,6 +152,44 @@ def test_compose_files_pass_docker_compose_config(local_compose: Compose, prod_c
     # The optional layers written against the production file still merge with it.
     for layer in sorted(DOCKER_DIR.glob("*/docker-compose.*.yml")):
         prod_compose("-f", str(layer), "config", "-q")
+
+
+def prod_config(prod_compose: Compose, **env: str) -> dict[str, Any]:
+    """`docker compose config` of the production file (no engine needed) with ``env`` on top."""
+    compose = Compose(PROD_FILE, prod_compose.env_file, {**(prod_compose.env or {}), **env})
+    config: dict[str, Any] = json.loads(compose("config", "--format", "json").stdout)
+    return config
+
+
+def test_prod_api_trusts_forwarded_headers_from_the_proxy_alone(prod_compose: Compose) -> None:
+    config = prod_config(prod_compose)
+    proxy_ip = config["services"]["proxy"]["networks"]["edge"]["ipv4_address"]
+    assert config["services"]["api"]["environment"]["FORWARDED_ALLOW_IPS"] == proxy_ip
+    assert config["services"]["api"]["environment"]["TRUSTED_PROXY_HOPS"] == "1"
+    ipam = config["networks"]["edge"]["ipam"]["config"][0]
+    assert ipaddress.ip_address(proxy_ip) in ipaddress.ip_network(ipam["subnet"])
+    # Containers created before the proxy (the api) must not be handed its address.
+    assert ipaddress.ip_address(proxy_ip) not in ipaddress.ip_network(ipam["ip_range"])
+
+
+def test_prod_redis_requires_the_password_the_api_url_carries(prod_compose: Compose) -> None:
+    services = prod_config(prod_compose)["services"]
+    password = services["redis"]["environment"]["REDIS_PASSWORD"]
+    assert password
+    assert any("--requirepass" in part for part in services["redis"]["command"])
+    # The password is in the env file, so it reaches the api through env_file, not compose.
+    assert "${REDIS_PASSWORD}" in prod_test_env()["REDIS_URL"]
+
+
+def test_an_empty_grafana_password_stops_only_the_observability_profile(prod_compose: Compose) -> None:
+    assert "GRAFANA_ADMIN_PASSWORD" not in prod_test_env()
+    # Profile off: the configuration is valid and nothing checks the password.
+    off = prod_config(prod_compose, COMPOSE_PROFILES="db,redis")["services"]
+    assert "grafana" not in off
+    assert "grafana-password-check" not in off
+    # Profile on: Grafana cannot start before the check has passed.
+    on = prod_config(prod_compose, COMPOSE_PROFILES="db,redis,observability")["services"]
+    assert on["grafana"]["depends_on"]["grafana-password-check"]["condition"] == "service_completed_successfully"
 
 
 def test_prod_proxy_serves_plain_http_when_domain_is_empty_and_the_domain_otherwise(prod_compose: Compose) -> None:
@@ -379,7 +421,15 @@ class TestProductionStack:
         response = http("GET", f"{self.base}/health")
         assert response.status == 200
         assert response.json() == {"status": "ok", "environment": "production"}
-        assert http("GET", f"{self.base}/health/ready").status == 200
+
+    def test_readiness_is_not_public_but_answers_inside(self, prod_stack: Compose) -> None:
+        for path in ("/health/ready", "/health/ready/", "//health/ready", "/HEALTH/READY", "/health/ready?x=1"):
+            response = http("GET", f"{self.base}{path}")
+            assert response.status == 404, path
+            assert b"database" not in response.body, path
+        probe = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8000/health/ready').status)"
+        assert prod_stack("exec", "-T", "api", "python", "-c", probe).stdout.strip() == "200"
+        assert inspect(prod_stack.container("api"))["State"]["Health"]["Status"] == "healthy"
 
     def test_writes_without_a_token_are_refused(self, prod_stack: Compose) -> None:
         response = http("POST", f"{self.base}/items", json_body={"title": "anonymous", "description": None})
@@ -417,6 +467,32 @@ class TestProductionStack:
         # Caddy >= 2.7 answers 413 (2.6 answered 502, caddy#5652; the stand-in runs the pinned 2.11.7).
         assert response.status in (413, 502), response.status
         assert "problem+json" not in response.headers.get("Content-Type", "")
+
+    def test_redis_refuses_clients_without_its_password(self, prod_stack: Compose) -> None:
+        # From the api container, on the backend network Grafana and Prometheus share.
+        probe = (
+            "import os, redis\n"
+            "try:\n"
+            "    redis.Redis(host='redis', socket_timeout=3, retry=None).ping()\n"
+            "    print('open')\n"
+            "except redis.AuthenticationError:\n"
+            "    print('refused')\n"
+            "print(redis.Redis.from_url(os.environ['REDIS_URL'], socket_timeout=3).ping())\n"
+        )
+        result = prod_stack("exec", "-T", "api", "python", "-c", probe)
+        assert result.stdout.split() == ["refused", "True"], result.stdout + result.stderr
+        assert inspect(prod_stack.container("redis"))["State"]["Health"]["Status"] == "healthy"
+
+    def test_the_grafana_password_check_refuses_an_empty_password(self, prod_stack: Compose) -> None:
+        def check(password: str) -> subprocess.CompletedProcess[str]:
+            env = {**(prod_stack.env or {}), "COMPOSE_PROFILES": "observability", "GRAFANA_ADMIN_PASSWORD": password}
+            with_profile = Compose(prod_stack.file, prod_stack.env_file, env)
+            return with_profile("run", "--rm", "--no-deps", "--pull", "never", "grafana-password-check", check=False)
+
+        refused = check("")
+        assert refused.returncode != 0
+        assert "GRAFANA_ADMIN_PASSWORD must be set" in refused.stdout + refused.stderr
+        assert check("e2e-grafana-password-0123456789").returncode == 0
 
     def test_api_port_is_not_published(self, prod_stack: Compose) -> None:
         ports = inspect(prod_stack.container("api"))["NetworkSettings"]["Ports"] or {}

@@ -421,7 +421,8 @@ def vm_env() -> dict[str, str]:
         "POSTGRES_PASSWORD": "pipeline-db-password-0123456789",
         "POSTGRES_DB": "items",
         "DATABASE_URL": "postgresql+psycopg://items:${POSTGRES_PASSWORD}@db:5432/items",
-        "REDIS_URL": "redis://redis:6379/0",
+        "REDIS_PASSWORD": "pipeline-redis-password-0123456789",
+        "REDIS_URL": "redis://:${REDIS_PASSWORD}@redis:6379/0",
         "SECRET_KEY": "pipeline-secret-key-not-used-anywhere-else-0123456789",
         "WEB_CONCURRENCY": "2",
     }

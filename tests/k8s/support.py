@@ -46,7 +46,8 @@ def one(objects: list[Manifest], kind: str, name: str | None = None) -> Manifest
 
 
 def pod_spec(workload: Manifest) -> Manifest:
-    spec: Manifest = workload["spec"]["template"]["spec"]
+    job = workload["spec"]["jobTemplate"]["spec"] if workload["kind"] == "CronJob" else workload["spec"]
+    spec: Manifest = job["template"]["spec"]
     return spec
 
 

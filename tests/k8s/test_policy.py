@@ -25,7 +25,11 @@ NAMESPACES = {"staging": "items-api-staging", "production": "items-api"}
 
 
 def _workloads(objects: list[Manifest]) -> list[Manifest]:
-    return [one(objects, "Deployment", "items-api"), one(objects, "Job", "items-api-migrate")]
+    return [
+        one(objects, "Deployment", "items-api"),
+        one(objects, "Job", "items-api-migrate"),
+        one(objects, "CronJob", "items-api-idempotency-prune"),
+    ]
 
 
 def _api(objects: list[Manifest]) -> Manifest:
@@ -49,6 +53,9 @@ def test_overlay_renders_every_kind_in_its_own_namespace(objects: list[Manifest]
             "HorizontalPodAutoscaler",
             "PodDisruptionBudget",
             "Job",
+            "CronJob",
+            "NetworkPolicy",
+            "NetworkPolicy",
             "NetworkPolicy",
             "NetworkPolicy",
             "Ingress",
@@ -68,7 +75,7 @@ def test_api_has_liveness_readiness_and_startup_probes_on_the_app_port(objects: 
     assert api["startupProbe"]["httpGet"]["path"] == "/health"
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "Job"])
+@pytest.mark.parametrize("kind", ["Deployment", "Job", "CronJob"])
 def test_pods_run_as_the_image_user_without_privileges(objects: list[Manifest], kind: str) -> None:
     workload = next(w for w in _workloads(objects) if w["kind"] == kind)
     spec = pod_spec(workload)
@@ -85,7 +92,7 @@ def test_pods_run_as_the_image_user_without_privileges(objects: list[Manifest], 
         assert context["seccompProfile"] == {"type": "RuntimeDefault"}
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "Job"])
+@pytest.mark.parametrize("kind", ["Deployment", "Job", "CronJob"])
 def test_writable_paths_are_empty_dirs(objects: list[Manifest], kind: str) -> None:
     spec = pod_spec(next(w for w in _workloads(objects) if w["kind"] == kind))
     empty_dirs = {v["name"] for v in spec["volumes"] if "emptyDir" in v}
@@ -156,12 +163,48 @@ def test_only_the_ingress_controller_and_prometheus_reach_the_api_port(objects: 
     assert sorted(sources) == ["ingress-nginx", "monitoring"]
 
 
+def test_egress_is_denied_except_dns_postgresql_and_redis(objects: list[Manifest]) -> None:
+    deny = one(objects, "NetworkPolicy", "default-deny-egress")["spec"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Egress"]}
+    policy = one(objects, "NetworkPolicy", "items-api-egress")
+    assert "app.kubernetes.io/component" not in policy["metadata"]["labels"]  # deploy.sh applies it before the Job
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Egress"]
+    assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "items-api"}}
+    for workload in _workloads(objects):
+        labels = workload["spec"].get("jobTemplate", workload)["spec"]["template"]["metadata"]["labels"]
+        assert _labels_match(spec["podSelector"], labels), workload["kind"]
+    dns, databases = spec["egress"]
+    assert {(p["protocol"], p["port"]) for p in dns["ports"]} == {("UDP", 53), ("TCP", 53)}
+    assert dns["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ]
+    assert {(p["protocol"], p["port"]) for p in databases["ports"]} == {("TCP", 5432), ("TCP", 6379)}
+    blocks = [peer["ipBlock"] for peer in databases["to"] if "ipBlock" in peer]
+    v4 = next(block for block in blocks if block["cidr"] == "0.0.0.0/0")
+    assert "169.254.0.0/16" in v4["except"], "the cloud metadata endpoint must stay unreachable"
+
+
 def test_the_migration_job_runs_flask_db_upgrade_before_the_rollout(objects: list[Manifest]) -> None:
     job = one(objects, "Job", "items-api-migrate")
     assert job["metadata"]["annotations"]["argocd.argoproj.io/hook"] == "PreSync"
     assert pod_spec(job)["restartPolicy"] == "Never"
     assert pod_spec(job)["containers"][0]["command"] == ["flask", "--app", "app.main:create_app", "db", "upgrade"]
     assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "migration"
+
+
+def test_a_cronjob_prunes_idempotency_keys_hourly_without_overlap(objects: list[Manifest]) -> None:
+    cronjob = one(objects, "CronJob", "items-api-idempotency-prune")
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    minute, hour, *_ = cronjob["spec"]["schedule"].split()
+    assert minute.isdigit()
+    assert hour == "*"
+    spec = pod_spec(cronjob)
+    assert spec["restartPolicy"] == "Never"
+    assert spec["containers"][0]["command"] == ["flask", "--app", "app.main:create_app", "idempotency", "prune"]
 
 
 def test_pods_read_the_generated_config_and_the_secret(objects: list[Manifest]) -> None:
@@ -203,9 +246,9 @@ def test_the_connection_budget_fits_the_database(objects: list[Manifest]) -> Non
     )
 
 
-def test_the_ingress_routes_the_public_paths_but_not_metrics(objects: list[Manifest]) -> None:
+def test_the_ingress_routes_the_public_paths_but_not_metrics_or_readiness(objects: list[Manifest]) -> None:
     rule = one(objects, "Ingress")["spec"]["rules"][0]
-    paths = {p["path"] for p in rule["http"]["paths"]}
-    assert paths == {"/items", "/health", "/openapi.json", "/docs"}
+    paths = {p["path"]: p["pathType"] for p in rule["http"]["paths"]}
+    assert paths == {"/items": "Prefix", "/health": "Exact", "/openapi.json": "Exact", "/docs": "Prefix"}
     backends = [p["backend"]["service"] for p in rule["http"]["paths"]]
     assert all(backend == {"name": "items-api", "port": {"name": "http"}} for backend in backends)

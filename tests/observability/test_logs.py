@@ -174,7 +174,7 @@ def test_building_apps_again_replaces_the_handler_instead_of_adding_one(tmp_path
 def test_the_client_address_believes_only_the_trusted_proxy_hops(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, hops: int, expected: str
 ) -> None:
-    app = _app(tmp_path, TRUSTED_PROXY_HOPS=hops)
+    app = _app(tmp_path, TRUSTED_PROXY_HOPS=hops, FORWARDED_ALLOW_IPS="10.0.0.2")
     caplog.set_level(logging.INFO)
 
     app.test_client().get(
@@ -185,3 +185,17 @@ def test_the_client_address_believes_only_the_trusted_proxy_hops(
 
     [record] = [r for r in caplog.records if r.name == "app.access"]
     assert record.client == expected  # type: ignore[attr-defined]
+
+
+def test_forwarded_for_from_a_peer_that_is_not_the_proxy_is_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = _app(tmp_path, TRUSTED_PROXY_HOPS=1, FORWARDED_ALLOW_IPS="10.0.0.2")
+    caplog.set_level(logging.INFO)
+
+    app.test_client().get(
+        "/health", headers={"X-Forwarded-For": "203.0.113.7"}, environ_base={"REMOTE_ADDR": "10.0.0.9"}
+    )
+
+    [record] = [r for r in caplog.records if r.name == "app.access"]
+    assert record.client == "10.0.0.9"  # type: ignore[attr-defined]

@@ -1,0 +1,94 @@
+"""Expired idempotency keys disappear by themselves, with nobody running `flask idempotency prune`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import URL, Connection, create_engine, insert, select, text
+
+from app.idempotency_prune import EXTENSION, PRUNE_LOCK_ID
+from app.main import create_app
+from app.models import IdempotencyKey
+
+
+def _store_key(connection: Connection, key: str, *, age: timedelta) -> None:
+    connection.execute(
+        insert(IdempotencyKey).values(
+            principal="someone",
+            key=key,
+            request_hash="0" * 64,
+            status=201,
+            response_body="{}",
+            created_at=datetime.now(UTC) - age,
+        )
+    )
+
+
+def _keys(connection: Connection) -> set[str]:
+    return set(connection.scalars(select(IdempotencyKey.key)))
+
+
+def _keyed_create(client: FlaskClient, key: str) -> int:
+    return client.post("/items", json={"title": "t"}, headers={"Idempotency-Key": key}).status_code
+
+
+def test_a_keyed_create_prunes_expired_keys_of_every_caller(client: FlaskClient, connection: Connection) -> None:
+    _store_key(connection, "expired", age=timedelta(hours=25))
+    _store_key(connection, "recent", age=timedelta(hours=23))
+
+    assert _keyed_create(client, "new") == 201
+
+    assert _keys(connection) == {"recent", "new"}
+
+
+def test_a_worker_prunes_at_most_once_per_interval(client: FlaskClient, connection: Connection) -> None:
+    assert _keyed_create(client, "first") == 201
+    _store_key(connection, "expired-later", age=timedelta(hours=25))
+
+    assert _keyed_create(client, "second") == 201
+
+    assert "expired-later" in _keys(connection)
+
+
+def test_creates_without_a_key_do_not_prune(client: FlaskClient, connection: Connection) -> None:
+    _store_key(connection, "expired", age=timedelta(hours=25))
+
+    assert client.post("/items", json={"title": "t"}).status_code == 201
+
+    assert "expired" in _keys(connection)
+
+
+def test_an_interval_of_zero_turns_pruning_off(instance_path: Path) -> None:
+    database_url = f"sqlite:///{instance_path}/x.db"
+    app = create_app({"APP_ENV": "test", "DATABASE_URL": database_url, "IDEMPOTENCY_PRUNE_INTERVAL_SECONDS": "0"})
+    assert EXTENSION not in app.extensions
+
+
+@pytest.fixture
+def prune_lock_held(fresh_database_url: URL) -> Iterator[None]:
+    engine = create_engine(fresh_database_url)
+    with engine.connect() as other:
+        other.execute(text("SELECT pg_advisory_lock(:id)"), {"id": PRUNE_LOCK_ID})
+        yield
+        other.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": PRUNE_LOCK_ID})
+    engine.dispose()
+
+
+@pytest.mark.postgresql_only
+def test_a_prune_already_running_elsewhere_is_skipped(
+    live_app: Flask, live_client: FlaskClient, fresh_database_url: URL, prune_lock_held: None
+) -> None:
+    engine = create_engine(fresh_database_url)
+    with engine.begin() as connection:
+        _store_key(connection, "expired", age=timedelta(hours=25))
+
+    assert _keyed_create(live_client, "new") == 201
+
+    with engine.connect() as connection:
+        assert _keys(connection) == {"expired", "new"}
+    engine.dispose()
