@@ -172,7 +172,9 @@ class Settings(BaseSettings):
         try:
             return ",".join(str(ipaddress.ip_network(entry, strict=False)) for entry in entries)
         except ValueError:
-            raise ConfigError(f"FORWARDED_ALLOW_IPS must list IP addresses or networks, or be '*'; got {value!r}") from None
+            raise ConfigError(
+                f"FORWARDED_ALLOW_IPS must list IP addresses or networks, or be '*'; got {value!r}"
+            ) from None
 
     @field_validator("redis_url")
     @classmethod

@@ -46,9 +46,9 @@ class PruneSchedule:
 def prune_expired_keys() -> int | None:
     """Delete keys past their lifetime; None when another process is pruning right now."""
     with get_database().sessionmaker.begin() as session:
-        if not crud.try_lock_idempotency_key(session, PRUNE_LOCK_ID):
+        if not crud.idempotency.try_lock_idempotency_key(session, PRUNE_LOCK_ID):
             return None
-        return crud.prune_idempotency_keys(session, older_than=TTL)
+        return crud.idempotency.prune_idempotency_keys(session, older_than=TTL)
 
 
 def _after_keyed_create(response: Response) -> Response:

@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from app.errors import MAX_REPORTED_ERRORS
-from tests.support.server import Server, gunicorn
+from tests.support.server import ServerProcess, gunicorn
 
 PROBLEM = "application/problem+json"
 # 1 MB of repeated parameters, each name twice: unbounded, a 3.5 MB 422 after 200+ ms.
@@ -81,12 +81,12 @@ def test_openapi_lists_the_414_as_a_problem(client: FlaskClient) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with gunicorn(tmp_path_factory.mktemp("gunicorn")) as running:
         yield running
 
 
-def _worker_pid(server: Server) -> int:
+def _worker_pid(server: ServerProcess) -> int:
     children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()
     assert len(children) == 1, children
     return int(children[0])
@@ -99,7 +99,7 @@ def _peak_rss_kib(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
-def _send_raw(server: Server, payload: bytes, timeout: float = 30) -> tuple[bytes, float]:
+def _send_raw(server: ServerProcess, payload: bytes, timeout: float = 30) -> tuple[bytes, float]:
     """Send ``payload`` while reading the answer; return the answer's first bytes and the time to it."""
     port = int(server.base_url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
@@ -128,7 +128,7 @@ def _send_raw(server: Server, payload: bytes, timeout: float = 30) -> tuple[byte
         return answer, elapsed
 
 
-def test_gunicorn_refuses_a_multi_megabyte_request_line_in_bounded_time_and_memory(server: Server) -> None:
+def test_gunicorn_refuses_a_multi_megabyte_request_line_in_bounded_time_and_memory(server: ServerProcess) -> None:
     worker = _worker_pid(server)
     before = _peak_rss_kib(worker)
     line = b"GET /items?" + b"limit=1&" * (8 * 1024 * 1024 // 8) + b" HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -141,7 +141,7 @@ def test_gunicorn_refuses_a_multi_megabyte_request_line_in_bounded_time_and_memo
     assert server.get("/health")[0] == 200
 
 
-def test_gunicorn_answers_an_over_long_query_below_its_limit_with_the_apps_problem(server: Server) -> None:
+def test_gunicorn_answers_an_over_long_query_below_its_limit_with_the_apps_problem(server: ServerProcess) -> None:
     status, headers, body = server.get("/items?cursor=" + "x" * 6000)
     assert status == 414
     assert headers["Content-Type"] == PROBLEM
@@ -149,7 +149,7 @@ def test_gunicorn_answers_an_over_long_query_below_its_limit_with_the_apps_probl
 
 
 @pytest.mark.parametrize(("count", "size"), [(80, 10), (2, 20_000)], ids=["too-many-fields", "too-long-field"])
-def test_gunicorn_bounds_the_header_block(server: Server, count: int, size: int) -> None:
+def test_gunicorn_bounds_the_header_block(server: ServerProcess, count: int, size: int) -> None:
     headers = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * size) for i in range(count))
     answer, elapsed = _send_raw(server, b"GET /health HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
     assert answer.startswith((b"HTTP/1.1 400", b"HTTP/1.1 431")), answer[:200]
