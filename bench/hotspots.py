@@ -32,7 +32,6 @@ LAYERS = (
     ("logging", "/pythonjsonlogger/"),
     ("logging", "/logging/"),
     ("prometheus", "/prometheus_client/"),
-    ("rate limits", "/flask_limiter/"),
     ("rate limits", "/limits/"),
     ("redis", "/redis/"),
 )
