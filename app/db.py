@@ -119,26 +119,32 @@ def _make_sqlite_transactional(engine: Engine) -> None:
 
 
 class Database:
-    """The engine and session factories of one application."""
+    """The engine, the session factories and the read connections of one application."""
 
     def __init__(self, engine: Engine, *, autocommit_reads: bool = True) -> None:
         self.engine = engine
         self.sessionmaker: sessionmaker[Session] = sessionmaker(engine, expire_on_commit=False)
-        self.read_sessionmaker = self.sessionmaker
+        self.read_engine = engine
         if autocommit_reads and engine.dialect.name == "postgresql":
             # A read needs no transaction: autocommit spares the BEGIN and ROLLBACK
             # round trips. (SQLite keeps transactions: its BEGIN is emitted by us.)
-            autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
-            self.read_sessionmaker = sessionmaker(autocommit, expire_on_commit=False)
+            self.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.read_sessionmaker = sessionmaker(self.read_engine, expire_on_commit=False)
+        self.bound: Connection | None = None
 
-    def bind(self, bind: Engine | Connection) -> None:
-        """Run every session on ``bind`` inside its transaction (savepoints for commits).
+    def bind(self, bind: Connection) -> None:
+        """Run every session and read on ``bind`` inside its transaction (savepoints for commits).
 
         The test suite's isolation recipe: the outer transaction is rolled back after
         each test, and even a ``commit()`` in the code under test cannot escape it.
         """
         self.sessionmaker = sessionmaker(bind=bind, join_transaction_mode="create_savepoint", expire_on_commit=False)
         self.read_sessionmaker = self.sessionmaker
+        self.bound = bind
+
+    def connect_for_reads(self) -> Connection:
+        """A Core connection (no ORM session) from the same pool, pre-pinged at checkout."""
+        return self.bound if self.bound is not None else self.read_engine.connect()
 
 
 def init_app(app: Flask, settings: Settings) -> Database:
@@ -147,6 +153,7 @@ def init_app(app: Flask, settings: Settings) -> Database:
     database = Database(build_engine(settings), autocommit_reads=not settings.db_pgbouncer)
     app.extensions["database"] = database
     app.teardown_appcontext(_close_session)
+    app.teardown_appcontext(_close_read_connection)
     return database
 
 
@@ -166,6 +173,17 @@ def get_session() -> Session:
     return session
 
 
+def get_read_connection() -> Connection:
+    """The request's connection for plain reads (hot paths without an ORM session), on first use.
+
+    Pool pre-ping still checks it at checkout, so a database restart costs no failed request.
+    """
+    connection: Connection | None = g.get("db_read_connection")
+    if connection is None:
+        connection = g.db_read_connection = get_database().connect_for_reads()
+    return connection
+
+
 def _close_session(_exc: BaseException | None) -> None:
     # close() also rolls back whatever the request did not commit.
     session: Session | None = g.pop("db_session", None)
@@ -179,3 +197,16 @@ def _close_session(_exc: BaseException | None) -> None:
         log.warning("closing the database session failed: %s", type(exc).__name__)
         with contextlib.suppress(SQLAlchemyError):
             session.invalidate()
+
+
+def _close_read_connection(_exc: BaseException | None) -> None:
+    connection: Connection | None = g.pop("db_read_connection", None)
+    if connection is None or connection is get_database().bound:
+        return
+    try:
+        connection.close()
+    except SQLAlchemyError as exc:
+        # As for sessions: the response stands, the broken connection leaves the pool.
+        log.warning("closing the read connection failed: %s", type(exc).__name__)
+        with contextlib.suppress(SQLAlchemyError):
+            connection.invalidate()
