@@ -13,10 +13,10 @@ from . import (
     cli,
     db,
     errors,
+    middleware,
     observability,
     openapi,
     ratelimit,
-    request_id,
     security_headers,
 )
 from .api import health, items
@@ -37,9 +37,9 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
 
     db.init_app(app, settings)
-    observability.init_app(app, settings, log_stream="stderr" if for_command else "stdout")
+    recorder = observability.init_app(app, settings, log_stream="stderr" if for_command else "stdout")
     db.log_connection_budget(settings)
-    request_id.init_app(app)
+    middleware.init_app(app, recorder)  # request id, security headers, metrics, access line: one pass
     security_headers.init_app(app, settings)
     errors.register_error_handlers(app)
     auth.init_app(app)  # before the limiter: limits key on the authenticated token

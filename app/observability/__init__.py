@@ -9,12 +9,12 @@ from ..config import Settings
 from . import access, logs, metrics
 
 
-def init_app(app: Flask, settings: Settings, log_stream: logs.Stream = "stdout") -> None:
-    """Wire logging, proxy trust, the access line and ``GET /metrics`` into ``app``."""
+def init_app(app: Flask, settings: Settings, log_stream: logs.Stream = "stdout") -> access.AccessRecorder:
+    """Wire logging, proxy trust and ``GET /metrics`` into ``app``; the access line's recorder."""
     logs.configure_logging(settings.log_level, settings.log_format, log_stream)
     if settings.trusted_proxy_hops:
         # Believe exactly as many X-Forwarded-For/-Proto entries as there are proxies of
         # ours in front (Caddy: 1); a client cannot forge its address past them.
         hops = settings.trusted_proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
-    access.init_app(app, metrics.init_app(app, settings))
+    return access.AccessRecorder(metrics.init_app(app, settings))
