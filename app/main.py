@@ -42,7 +42,7 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
     middleware.init_app(app, recorder)  # request id, security headers, metrics, access line: one pass
     security_headers.init_app(app, settings)
     errors.register_error_handlers(app)
-    auth.init_app(app)  # before the limiter: limits key on the authenticated token
+    auth.init_app(app, settings)  # before the limiter: limits key on the authenticated token
     app.url_map.converters["item_id"] = items.ItemIdConverter
     app.register_blueprint(health.bp)
     app.register_blueprint(items.bp)
