@@ -162,12 +162,17 @@ def get_database() -> Database:
     return database
 
 
-def get_session() -> Session:
-    """The session of the current request, opened on first use; autocommit for reads."""
+def get_session(*, single_statement: bool = False) -> Session:
+    """The session of the current request, opened on first use; autocommit for reads.
+
+    ``single_statement``: the caller's write is one statement, atomic on its own, so it may
+    run in autocommit too (no BEGIN and COMMIT round trips), unless the request already
+    opened its session in a transaction.
+    """
     if "db_session" not in g:
         database = get_database()
         reading = has_request_context() and request.method in SAFE_METHODS
-        factory = database.read_sessionmaker if reading else database.sessionmaker
+        factory = database.read_sessionmaker if reading or single_statement else database.sessionmaker
         g.db_session = factory()
     session: Session = g.db_session
     return session

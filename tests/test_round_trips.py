@@ -79,12 +79,16 @@ class WireCount:
             os.close(fd)
 
 
-@pytest.fixture
-def wire(fresh_database_url: URL, tmp_path: Path) -> Iterator[tuple[Flask, WireCount]]:
-    app = create_app(app_config(fresh_database_url, REDIS_URL=_redis_url(), RATE_LIMIT="1000 per minute"))
+def _wire(url: URL, trace_dir: Path, **settings: object) -> tuple[Flask, WireCount]:
+    app = create_app(app_config(url, REDIS_URL=_redis_url(), RATE_LIMIT="1000 per minute", **settings))
     upgrade(app.extensions["database"].engine)
     app.extensions["database"].engine.dispose()  # only connections opened from here on are traced
-    count = WireCount(app, tmp_path)
+    return app, WireCount(app, trace_dir)
+
+
+@pytest.fixture
+def wire(fresh_database_url: URL, tmp_path: Path) -> Iterator[tuple[Flask, WireCount]]:
+    app, count = _wire(fresh_database_url, tmp_path, TOKEN_CACHE_SECONDS=5)  # production's default
     yield app, count
     count.close()
     app.extensions["database"].engine.dispose()
@@ -105,12 +109,43 @@ def test_post_items_round_trips(wire: tuple[Flask, WireCount]) -> None:
 
     sql, redis = _exchanges(count, lambda: client.post("/items", json={"title": "t"}, headers=headers))
 
-    assert sql == [";", "BEGIN", "SELECT", "INSERT", "COMMIT"]  # pre-ping, token, the item
+    assert sql == [";", "INSERT"]  # pre-ping, INSERT ... RETURNING in autocommit; the token is cached
     assert redis == ["EVALSHA", "EVALSHA"]  # RATE_LIMIT and RATE_LIMIT_WRITES
+
+
+def test_post_items_round_trips_without_the_token_cache(fresh_database_url: URL, tmp_path: Path) -> None:
+    app, count = _wire(fresh_database_url, tmp_path, TOKEN_CACHE_SECONDS=0)
+    try:
+        headers = bearer(issue_token(app, "writer", "write"))
+        client = app.test_client()
+        client.post("/items", json={"title": "warm-up"}, headers=headers)
+
+        sql, _ = _exchanges(count, lambda: client.post("/items", json={"title": "t"}, headers=headers))
+    finally:
+        count.close()
+        app.extensions["database"].engine.dispose()
+
+    assert sql == [";", "BEGIN", "SELECT", "INSERT", "COMMIT"]  # the token read opens the transaction
+
+
+def test_an_idempotent_create_keeps_its_transaction(wire: tuple[Flask, WireCount]) -> None:
+    app, count = wire
+    headers = bearer(issue_token(app, "writer", "write"))
+    client = app.test_client()
+    client.post("/items", json={"title": "warm-up"}, headers=headers)
+
+    sql, _ = _exchanges(
+        count, lambda: client.post("/items", json={"title": "t"}, headers={**headers, "Idempotency-Key": "k-1"})
+    )
+
+    assert sql[:2] == [";", "BEGIN"]
+    assert sql[-1] == "COMMIT"
+    assert "INSERT" in sql
 
 
 def test_reads_round_trips(wire: tuple[Flask, WireCount]) -> None:
     app, count = wire
+    token = bearer(issue_token(app, "reader", "read"))
     client = app.test_client()
     item = client.post("/items", json={"title": "t"}, headers=bearer(issue_token(app, "writer", "write"))).get_json()
 
@@ -118,3 +153,7 @@ def test_reads_round_trips(wire: tuple[Flask, WireCount]) -> None:
         sql, redis = _exchanges(count, lambda path=path: client.get(path))
         assert sql == [";", "SELECT"], path  # pre-ping, the query
         assert redis == ["EVALSHA"], path
+
+    # A token read on a cache miss shares the read's connection: one checkout, one pre-ping.
+    sql, _ = _exchanges(count, lambda: client.get(f"/items/{item['id']}", headers=token))
+    assert sql == [";", "SELECT", "SELECT"]

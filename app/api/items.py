@@ -76,7 +76,8 @@ def list_items(query: ListQuery) -> ResponseReturnValue:
     tags=("items",),
 )
 def create_item(body: ItemIn) -> ResponseReturnValue:
-    session = get_session()
+    # Without an idempotency key the create is one INSERT ... RETURNING: no transaction needed.
+    session = get_session(single_statement=not idempotency.requested())
     claim = idempotency.claim(session)
     if claim is not None and claim.replay is not None:
         return claim.replay
