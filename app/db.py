@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, current_app, g, has_request_context, request
+from flask.ctx import _AppCtxGlobals
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.local import LocalProxy
 
 from .config import Settings
 
@@ -152,8 +154,7 @@ def init_app(app: Flask, settings: Settings) -> Database:
     # build_engine): a read in autocommit would run without it, so reads keep theirs.
     database = Database(build_engine(settings), autocommit_reads=not settings.db_pgbouncer)
     app.extensions["database"] = database
-    app.teardown_appcontext(_close_session)
-    app.teardown_appcontext(_close_read_connection)
+    app.teardown_appcontext(_close)
     return database
 
 
@@ -189,11 +190,19 @@ def get_read_connection() -> Connection:
     return connection
 
 
-def _close_session(_exc: BaseException | None) -> None:
+def _close(_exc: BaseException | None) -> None:
+    """Close what the request opened: one lookup of ``g`` (this runs after every request)."""
+    request_globals = cast("LocalProxy[_AppCtxGlobals]", g)._get_current_object()
+    session: Session | None = request_globals.pop("db_session", None)
+    connection: Connection | None = request_globals.pop("db_read_connection", None)
+    if session is not None:
+        _close_session(session)
+    if connection is not None and connection is not get_database().bound:
+        _close_read_connection(connection)
+
+
+def _close_session(session: Session) -> None:
     # close() also rolls back whatever the request did not commit.
-    session: Session | None = g.pop("db_session", None)
-    if session is None:
-        return
     try:
         session.close()
     except SQLAlchemyError as exc:
@@ -204,10 +213,7 @@ def _close_session(_exc: BaseException | None) -> None:
             session.invalidate()
 
 
-def _close_read_connection(_exc: BaseException | None) -> None:
-    connection: Connection | None = g.pop("db_read_connection", None)
-    if connection is None or connection is get_database().bound:
-        return
+def _close_read_connection(connection: Connection) -> None:
     try:
         connection.close()
     except SQLAlchemyError as exc:
