@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from flask import Flask, Response
+from sqlalchemy import URL, Connection
+
+from app.main import create_app
+from tests.conftest import app_config
 
 
 def test_a_header_a_view_sets_is_replaced_not_duplicated(app: Flask) -> None:
@@ -37,3 +41,13 @@ def test_no_cookie_session_is_opened_or_sent(app: Flask) -> None:
 
     assert "Set-Cookie" not in response.headers
     assert "Cookie" not in response.headers.get("Vary", "")
+
+
+def test_behind_a_trusted_proxy_the_minted_request_id_is_still_one(database_url: URL, connection: Connection) -> None:
+    app = create_app(app_config(database_url, TRUSTED_PROXY_HOPS=1))
+    app.extensions["database"].bind(connection)
+
+    response = app.test_client().get("/missing", headers={"X-Forwarded-For": "198.51.100.9"})
+
+    assert response.headers.getlist("X-Request-ID") == [response.get_json()["request_id"]]
+    app.extensions["database"].engine.dispose()
