@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
@@ -16,7 +17,7 @@ from flask.typing import ResponseReturnValue
 
 from . import crud
 from .config import Settings
-from .db import get_session
+from .db import SAFE_METHODS, get_read_connection, get_session
 from .errors import ApiError
 
 TOKEN_PATTERN = re.compile(r"itm_(?P<key_id>[0-9a-f]{16})_[A-Za-z0-9_-]{43}")
@@ -52,6 +53,34 @@ class Principal:
         return needed == "read" or self.scope == "write"
 
 
+class TokenCache:
+    """Tokens by key id for TOKEN_CACHE_SECONDS, per process: a revocation takes effect within that time.
+
+    Only tokens found are kept (unknown key ids cannot fill it), at most MAX_ENTRIES; the
+    secret is still checked against the stored hash on every request.
+    """
+
+    MAX_ENTRIES = 4096
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._entries: dict[str, tuple[float, str, Principal | None]] = {}
+
+    def get(self, key_id: str) -> tuple[str, Principal | None] | None:
+        entry = self._entries.get(key_id)
+        if entry is None or entry[0] <= time.monotonic():
+            return None
+        return entry[1], entry[2]
+
+    def put(self, key_id: str, token_hash: str, principal: Principal | None) -> tuple[str, Principal | None]:
+        """Remember a token (``principal`` None when it is revoked); returns what ``get`` would."""
+        if self.seconds > 0:
+            if len(self._entries) >= self.MAX_ENTRIES:
+                self._entries.clear()  # rare: more live tokens than entries; all re-read once
+            self._entries[key_id] = (time.monotonic() + self.seconds, token_hash, principal)
+        return token_hash, principal
+
+
 def _load_principal() -> None:
     """Resolve ``Authorization: Bearer`` before rate limiting, so limits key on the token."""
     header = request.headers.get("Authorization")
@@ -62,11 +91,19 @@ def _load_principal() -> None:
     match = TOKEN_PATTERN.fullmatch(credentials) if scheme.lower() == "bearer" else None
     if match is None:
         return
-    token = crud.tokens.find_token(get_session(), match["key_id"])
-    if token is None or token.revoked_at is not None:
-        return
-    if hmac.compare_digest(token.token_hash, hash_token(credentials)):
-        g.principal = Principal(token.name, token.scope)
+    cache: TokenCache = current_app.extensions["token_cache"]
+    found = cache.get(match["key_id"])
+    if found is None:
+        # A read looks it up on the connection its query will use; a write in its transaction.
+        reader = get_read_connection() if request.method in SAFE_METHODS else get_session()
+        token = crud.tokens.find_token(reader, match["key_id"])
+        if token is None:
+            return
+        principal = Principal(token.name, token.scope) if token.revoked_at is None else None
+        found = cache.put(match["key_id"], token.token_hash, principal)
+    token_hash, principal = found
+    if principal is not None and hmac.compare_digest(token_hash, hash_token(credentials)):
+        g.principal = principal
 
 
 def current_principal() -> Principal | None:
@@ -110,5 +147,6 @@ def _check(scope: str) -> None:
         )
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, settings: Settings) -> None:
+    app.extensions["token_cache"] = TokenCache(settings.token_cache_seconds)
     app.before_request(_load_principal)

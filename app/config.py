@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     metrics_dir: Path | None = Field(None, validation_alias="prometheus_multiproc_dir")
     auth_disabled: bool = False
     reads_require_auth: bool = False
+    # How long a worker may keep using a token it looked up (a revocation's longest delay);
+    # 0 reads the token on every request. Default: 5 in production, 0 elsewhere (set below).
+    token_cache_seconds: Int = Field(0, ge=0, le=300)
     redis_url: str | None = None
     rate_limit_enabled: bool = True
     rate_limit: str = "600 per minute"
@@ -136,6 +139,7 @@ class Settings(BaseSettings):
         instance_path = Path(data.pop(_INSTANCE_PATH, PROJECT_ROOT / "instance"))
         env = str(data.get("app_env", "local")).strip().lower()
         data.setdefault("log_format", "console" if env == "local" else "json")
+        data.setdefault("token_cache_seconds", 5 if env == "production" else 0)
         if env != "production":
             # Outside production a per-process key is fine: nothing signed outlives it.
             data.setdefault("secret_key", secrets.token_hex(32))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, current_app, g, has_request_context, request
+from flask.ctx import _AppCtxGlobals
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.local import LocalProxy
 
 from .config import Settings
 
@@ -119,26 +121,32 @@ def _make_sqlite_transactional(engine: Engine) -> None:
 
 
 class Database:
-    """The engine and session factories of one application."""
+    """The engine, the session factories and the read connections of one application."""
 
     def __init__(self, engine: Engine, *, autocommit_reads: bool = True) -> None:
         self.engine = engine
         self.sessionmaker: sessionmaker[Session] = sessionmaker(engine, expire_on_commit=False)
-        self.read_sessionmaker = self.sessionmaker
+        self.read_engine = engine
         if autocommit_reads and engine.dialect.name == "postgresql":
             # A read needs no transaction: autocommit spares the BEGIN and ROLLBACK
             # round trips. (SQLite keeps transactions: its BEGIN is emitted by us.)
-            autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
-            self.read_sessionmaker = sessionmaker(autocommit, expire_on_commit=False)
+            self.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.read_sessionmaker = sessionmaker(self.read_engine, expire_on_commit=False)
+        self.bound: Connection | None = None
 
-    def bind(self, bind: Engine | Connection) -> None:
-        """Run every session on ``bind`` inside its transaction (savepoints for commits).
+    def bind(self, bind: Connection) -> None:
+        """Run every session and read on ``bind`` inside its transaction (savepoints for commits).
 
         The test suite's isolation recipe: the outer transaction is rolled back after
         each test, and even a ``commit()`` in the code under test cannot escape it.
         """
         self.sessionmaker = sessionmaker(bind=bind, join_transaction_mode="create_savepoint", expire_on_commit=False)
         self.read_sessionmaker = self.sessionmaker
+        self.bound = bind
+
+    def connect_for_reads(self) -> Connection:
+        """A Core connection (no ORM session) from the same pool, pre-pinged at checkout."""
+        return self.bound if self.bound is not None else self.read_engine.connect()
 
 
 def init_app(app: Flask, settings: Settings) -> Database:
@@ -146,7 +154,7 @@ def init_app(app: Flask, settings: Settings) -> Database:
     # build_engine): a read in autocommit would run without it, so reads keep theirs.
     database = Database(build_engine(settings), autocommit_reads=not settings.db_pgbouncer)
     app.extensions["database"] = database
-    app.teardown_appcontext(_close_session)
+    app.teardown_appcontext(_close)
     return database
 
 
@@ -155,22 +163,46 @@ def get_database() -> Database:
     return database
 
 
-def get_session() -> Session:
-    """The session of the current request, opened on first use; autocommit for reads."""
+def get_session(*, single_statement: bool = False) -> Session:
+    """The session of the current request, opened on first use; autocommit for reads.
+
+    ``single_statement``: the caller's write is one statement, atomic on its own, so it may
+    run in autocommit too (no BEGIN and COMMIT round trips), unless the request already
+    opened its session in a transaction.
+    """
     if "db_session" not in g:
         database = get_database()
         reading = has_request_context() and request.method in SAFE_METHODS
-        factory = database.read_sessionmaker if reading else database.sessionmaker
+        factory = database.read_sessionmaker if reading or single_statement else database.sessionmaker
         g.db_session = factory()
     session: Session = g.db_session
     return session
 
 
-def _close_session(_exc: BaseException | None) -> None:
+def get_read_connection() -> Connection:
+    """The request's connection for plain reads (hot paths without an ORM session), on first use.
+
+    Pool pre-ping still checks it at checkout, so a database restart costs no failed request.
+    """
+    connection: Connection | None = g.get("db_read_connection")
+    if connection is None:
+        connection = g.db_read_connection = get_database().connect_for_reads()
+    return connection
+
+
+def _close(_exc: BaseException | None) -> None:
+    """Close what the request opened: one lookup of ``g`` (this runs after every request)."""
+    request_globals = cast("LocalProxy[_AppCtxGlobals]", g)._get_current_object()
+    session: Session | None = request_globals.pop("db_session", None)
+    connection: Connection | None = request_globals.pop("db_read_connection", None)
+    if session is not None:
+        _close_session(session)
+    if connection is not None and connection is not get_database().bound:
+        _close_read_connection(connection)
+
+
+def _close_session(session: Session) -> None:
     # close() also rolls back whatever the request did not commit.
-    session: Session | None = g.pop("db_session", None)
-    if session is None:
-        return
     try:
         session.close()
     except SQLAlchemyError as exc:
@@ -179,3 +211,13 @@ def _close_session(_exc: BaseException | None) -> None:
         log.warning("closing the database session failed: %s", type(exc).__name__)
         with contextlib.suppress(SQLAlchemyError):
             session.invalidate()
+
+
+def _close_read_connection(connection: Connection) -> None:
+    try:
+        connection.close()
+    except SQLAlchemyError as exc:
+        # As for sessions: the response stands, the broken connection leaves the pool.
+        log.warning("closing the read connection failed: %s", type(exc).__name__)
+        with contextlib.suppress(SQLAlchemyError):
+            connection.invalidate()

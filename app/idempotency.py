@@ -71,6 +71,11 @@ def _lock_id(principal: str, key: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def requested() -> bool:
+    """Whether the request sent an idempotency key (then its create needs a transaction)."""
+    return HEADER in request.headers
+
+
 def claim(session: Session) -> Claim | None:
     """Claim the request's key, if it sent one; raise 409 or 422 when it cannot be used."""
     key = request.headers.get(HEADER)

@@ -14,10 +14,10 @@ from . import (
     db,
     errors,
     idempotency_prune,
+    middleware,
     observability,
     openapi,
     ratelimit,
-    request_id,
     request_limits,
     security_headers,
 )
@@ -39,13 +39,13 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
 
     db.init_app(app, settings)
-    observability.init_app(app, settings, log_stream="stderr" if for_command else "stdout")
+    recorder = observability.init_app(app, settings, log_stream="stderr" if for_command else "stdout")
     db.log_connection_budget(settings)
-    request_id.init_app(app)
+    middleware.init_app(app, recorder)  # request id, security headers, metrics, access line: one pass
     request_limits.init_app(app)
     security_headers.init_app(app, settings)
     errors.register_error_handlers(app)
-    auth.init_app(app)  # before the limiter: limits key on the authenticated token
+    auth.init_app(app, settings)  # before the limiter: limits key on the authenticated token
     app.url_map.converters["item_id"] = items.ItemIdConverter
     app.register_blueprint(health.bp)
     app.register_blueprint(items.bp)

@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import re
 import uuid
+from typing import TYPE_CHECKING
 
-from flask import Flask, Response, g, request
+from flask import request
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 HEADER = "X-Request-ID"
+_ENVIRON_KEY = "items_api.request_id"
+_INCOMING = "HTTP_X_REQUEST_ID"
 _SANE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
-def current_request_id() -> str:
-    request_id: str | None = g.get("request_id")
+def request_id_for(environ: WSGIEnvironment) -> str:
+    """The request's id, decided once and kept in its environ (the WSGI layer sends it back)."""
+    request_id: str | None = environ.get(_ENVIRON_KEY)
     if request_id is None:
-        incoming = request.headers.get(HEADER, "")
+        incoming = environ.get(_INCOMING, "")
         request_id = incoming if _SANE.fullmatch(incoming) else uuid.uuid4().hex
-        g.request_id = request_id
+        environ[_ENVIRON_KEY] = request_id
     return request_id
 
 
-def _add_header(response: Response) -> Response:
-    response.headers[HEADER] = current_request_id()
-    return response
-
-
-def init_app(app: Flask) -> None:
-    app.after_request(_add_header)
+def current_request_id() -> str:
+    return request_id_for(request.environ)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, request
+from flask import Flask
 from flask_cors import CORS
 
 from .config import Settings
@@ -16,21 +16,23 @@ DOCS_CSP = (
 DOCS_BLUEPRINT = "swagger_ui"
 
 
-def _harden(response: Response) -> Response:
-    headers = response.headers
-    headers["X-Content-Type-Options"] = "nosniff"
-    headers["Referrer-Policy"] = "no-referrer"
-    headers["X-Frame-Options"] = "DENY"
-    if request.blueprint == DOCS_BLUEPRINT:
-        headers["Content-Security-Policy"] = DOCS_CSP
-    else:
-        headers["Content-Security-Policy"] = API_CSP
-        headers["Cache-Control"] = "no-store"
-    return response
+# Added to every response by the WSGI layer (app/middleware.py), replacing any of the same name.
+API_HEADERS: tuple[tuple[str, str], ...] = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+    ("Content-Security-Policy", API_CSP),
+    ("Cache-Control", "no-store"),
+)
+DOCS_HEADERS: tuple[tuple[str, str], ...] = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+    ("Content-Security-Policy", DOCS_CSP),
+)
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    app.after_request(_harden)
     if settings.cors_origins:
         CORS(
             app,

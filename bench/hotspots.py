@@ -34,7 +34,6 @@ LAYERS = (
     ("logging", "/pythonjsonlogger/"),
     ("logging", "/logging/"),
     ("prometheus", "/prometheus_client/"),
-    ("rate limits", "/flask_limiter/"),
     ("rate limits", "/limits/"),
     ("redis", "/redis/"),
 )

@@ -12,7 +12,7 @@ from werkzeug.routing import IntegerConverter
 
 from .. import crud, idempotency
 from ..auth import require_scope
-from ..db import get_session
+from ..db import get_read_connection, get_session
 from ..models import Item
 from ..observability.metrics import count_item_created
 from ..openapi import operation
@@ -59,7 +59,7 @@ def _json(document: BaseModel) -> Response:
 @require_scope("read")
 @operation("List items, newest first", query=ListQuery, responses={200: ItemPage}, errors=(422,), tags=("items",))
 def list_items(query: ListQuery) -> ResponseReturnValue:
-    items, more = crud.items.list_items(get_session(), limit=query.limit, before_id=query.before_id)
+    items, more = crud.items.list_items(get_read_connection(), limit=query.limit, before_id=query.before_id)
     next_cursor = encode_cursor(items[-1].id) if more else None
     return _json(ItemPage.model_validate({"items": items, "next_cursor": next_cursor}, from_attributes=True))
 
@@ -76,7 +76,8 @@ def list_items(query: ListQuery) -> ResponseReturnValue:
     tags=("items",),
 )
 def create_item(body: ItemIn) -> ResponseReturnValue:
-    session = get_session()
+    # Without an idempotency key the create is one INSERT ... RETURNING: no transaction needed.
+    session = get_session(single_statement=not idempotency.requested())
     claim = idempotency.claim(session)
     if claim is not None and claim.replay is not None:
         return claim.replay
@@ -93,7 +94,7 @@ def create_item(body: ItemIn) -> ResponseReturnValue:
 @require_scope("read")
 @operation("Get an item", responses={200: ItemOut}, errors=(404,), tags=("items",))
 def get_item(item_id: int) -> ResponseReturnValue:
-    return _json(ItemOut.model_validate(_or_404(crud.items.read_item(get_session(), item_id), item_id)))
+    return _json(ItemOut.model_validate(_or_404(crud.items.read_item(get_read_connection(), item_id), item_id)))
 
 
 @bp.patch("/<item_id:item_id>")

@@ -6,36 +6,39 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, select
+from sqlalchemy import Connection, Row, bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from ..models import Item
 
-# Reads that only serialize their result fetch plain rows, not ORM objects (no identity
-# map, no instance state), with statements built once: a statement built per request costs
-# more than the query, as SQLAlchemy derives its cache key from the whole tree every time.
+# Reads that only serialize their result fetch plain rows with Core statements built once,
+# on a Core connection or a session: no ORM execution path, identity map or instance
+# state, and a statement built per request would cost more than the query, as SQLAlchemy
+# derives its cache key from the whole tree every time.
 ItemRow = Row[int, str, str | None, datetime, datetime]
-_COLUMNS = (Item.id, Item.title, Item.description, Item.created_at, Item.updated_at)
-_FIRST_PAGE = select(*_COLUMNS).order_by(Item.id.desc()).limit(bindparam("limit"))
-_PAGE_BELOW = _FIRST_PAGE.where(Item.id < bindparam("before_id"))
-_ONE = select(*_COLUMNS).where(Item.id == bindparam("item_id"))
+_TABLE = Item.__table__
+_COLUMNS = (_TABLE.c.id, _TABLE.c.title, _TABLE.c.description, _TABLE.c.created_at, _TABLE.c.updated_at)
+_FIRST_PAGE = select(*_COLUMNS).order_by(_TABLE.c.id.desc()).limit(bindparam("limit"))
+_PAGE_BELOW = _FIRST_PAGE.where(_TABLE.c.id < bindparam("before_id"))
+_ONE = select(*_COLUMNS).where(_TABLE.c.id == bindparam("item_id"))
+Reader = Connection | Session
 
 
-def list_items(session: Session, *, limit: int, before_id: int | None = None) -> tuple[Sequence[ItemRow], bool]:
+def list_items(reader: Reader, *, limit: int, before_id: int | None = None) -> tuple[Sequence[ItemRow], bool]:
     """Up to ``limit`` items, newest first, below ``before_id`` (keyset pagination).
 
     Also says whether more items follow, by asking for one row more than needed.
     """
     if before_id is None:
-        rows = session.execute(_FIRST_PAGE, {"limit": limit + 1}).all()
+        rows = reader.execute(_FIRST_PAGE, {"limit": limit + 1}).all()
     else:
-        rows = session.execute(_PAGE_BELOW, {"limit": limit + 1, "before_id": before_id}).all()
+        rows = reader.execute(_PAGE_BELOW, {"limit": limit + 1, "before_id": before_id}).all()
     return rows[:limit], len(rows) > limit
 
 
-def read_item(session: Session, item_id: int) -> ItemRow | None:
+def read_item(reader: Reader, item_id: int) -> ItemRow | None:
     """An item's values, to return them; ``get_item`` for one to change."""
-    return session.execute(_ONE, {"item_id": item_id}).first()
+    return reader.execute(_ONE, {"item_id": item_id}).first()
 
 
 def get_item(session: Session, item_id: int) -> Item | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, Row, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from ..models import ApiToken
@@ -18,8 +18,17 @@ def create_token(session: Session, *, name: str, scope: str, key_id: str, token_
     return token
 
 
-def find_token(session: Session, key_id: str) -> ApiToken | None:
-    return session.scalars(select(ApiToken).where(ApiToken.key_id == key_id)).one_or_none()
+# What authentication needs, as a Core statement built once (runs on a session or a connection).
+TokenRow = Row[str, str, str, datetime | None]
+_TABLE = ApiToken.__table__
+_FIND = select(_TABLE.c.token_hash, _TABLE.c.name, _TABLE.c.scope, _TABLE.c.revoked_at).where(
+    _TABLE.c.key_id == bindparam("key_id")
+)
+
+
+def find_token(reader: Connection | Session, key_id: str) -> TokenRow | None:
+    """The hash, name, scope and revocation time of the token with ``key_id``."""
+    return reader.execute(_FIND, {"key_id": key_id}).one_or_none()
 
 
 def list_tokens(session: Session) -> Sequence[ApiToken]:

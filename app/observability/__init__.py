@@ -9,8 +9,8 @@ from ..trusted_proxy import TrustedProxyFix
 from . import access, logs, metrics
 
 
-def init_app(app: Flask, settings: Settings, log_stream: logs.Stream = "stdout") -> None:
-    """Wire logging, proxy trust, the access line and ``GET /metrics`` into ``app``."""
+def init_app(app: Flask, settings: Settings, log_stream: logs.Stream = "stdout") -> access.AccessRecorder:
+    """Wire logging, proxy trust and ``GET /metrics`` into ``app``; the access line's recorder."""
     logs.configure_logging(settings.log_level, settings.log_format, log_stream)
     if settings.trusted_proxy_hops:
         # Believe exactly as many X-Forwarded-For/-Proto entries as there are proxies of
@@ -19,4 +19,4 @@ def init_app(app: Flask, settings: Settings, log_stream: logs.Stream = "stdout")
         app.wsgi_app = TrustedProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, settings.trusted_proxy_hops, settings.forwarded_allow_networks
         )
-    access.init_app(app, metrics.init_app(app, settings))
+    return access.AccessRecorder(metrics.init_app(app, settings))

@@ -8,37 +8,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, cast
 
-from flask import Flask, Request, Response, request
-from werkzeug.local import LocalProxy
+from flask import Request, Response
 
 from ..auth import current_principal
-from ..request_id import current_request_id
+from ..middleware import STARTED
+from ..request_id import request_id_for
 from .metrics import Metrics
 
-if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
-
-STARTED = "items_api.started"
 UNMATCHED_ROUTE = "<unmatched>"
 OTHER_METHOD = "OTHER"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 USER_AGENT_LIMIT = 256
 
 log = logging.getLogger("app.access")
-
-
-class StartClock:
-    """WSGI middleware: notes when the request arrived, before any Flask work."""
-
-    def __init__(self, wsgi_app: WSGIApplication) -> None:
-        self.wsgi_app = wsgi_app
-
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        environ[STARTED] = time.perf_counter()
-        return self.wsgi_app(environ, start_response)
 
 
 def route_label(req: Request) -> str:
@@ -48,14 +31,12 @@ def route_label(req: Request) -> str:
 
 
 class AccessRecorder:
-    """The ``after_request`` hook: runs for every response, error responses included."""
+    """Metrics and the access line of one response (called by app.middleware's one hook)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
-    def __call__(self, response: Response) -> Response:
-        # One context lookup, not one per attribute: this runs on every request.
-        req = cast("LocalProxy[Request]", request)._get_current_object()
+    def __call__(self, req: Request, response: Response) -> None:
         started: float | None = req.environ.get(STARTED)
         seconds = time.perf_counter() - started if started is not None else 0.0
         route = route_label(req)
@@ -65,7 +46,7 @@ class AccessRecorder:
         )
         if log.isEnabledFor(logging.INFO):
             fields: dict[str, object] = {
-                "request_id": current_request_id(),
+                "request_id": request_id_for(req.environ),
                 "method": method,
                 "route": route,
                 "status": response.status_code,
@@ -78,9 +59,3 @@ class AccessRecorder:
             if principal is not None:
                 fields["principal"] = principal.name
             log.info("request", extra=fields)
-        return response
-
-
-def init_app(app: Flask, metrics: Metrics) -> None:
-    app.wsgi_app = StartClock(app.wsgi_app)  # type: ignore[method-assign]
-    app.after_request(AccessRecorder(metrics))

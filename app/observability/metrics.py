@@ -52,6 +52,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.items_created = Counter("items_created", "Items created through the API.", registry=registry)
         # livesum: the pools of the live workers added up; a dead worker's share is dropped.
         self.pool_in_use = Gauge(
@@ -68,8 +69,14 @@ class Metrics:
         )
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.duration.labels(method, route).observe(seconds)
+        # The labelled children, looked up once per (method, route, status): label values are
+        # bounded (known methods, route templates, status codes), so the dict is too.
+        children = self._children.get((method, route, status))
+        if children is None:
+            children = (self.requests.labels(method, route, str(status)), self.duration.labels(method, route))
+            self._children[method, route, status] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def scrape(self) -> bytes:
         """The text exposition: this process's metrics, or all workers' from their files."""

@@ -1,0 +1,53 @@
+"""The one-pass middleware: each fixed header once, one request id per request, no cookie session."""
+
+from __future__ import annotations
+
+from flask import Flask, Response
+from sqlalchemy import URL, Connection
+
+from app.main import create_app
+from tests.conftest import app_config
+
+
+def test_a_header_a_view_sets_is_replaced_not_duplicated(app: Flask) -> None:
+    app.add_url_rule(
+        "/cached", view_func=lambda: Response("{}", headers={"Cache-Control": "max-age=60", "X-Request-ID": "mine"})
+    )
+
+    response = app.test_client().get("/cached", headers={"X-Request-ID": "abc-123"})
+
+    assert response.headers.getlist("Cache-Control") == ["no-store"]
+    assert response.headers.getlist("X-Request-ID") == ["abc-123"]
+    assert response.headers.getlist("X-Frame-Options") == ["DENY"]
+
+
+def test_the_problem_body_and_the_header_carry_the_same_request_id(app: Flask) -> None:
+    response = app.test_client().get("/missing")
+
+    assert response.status_code == 404
+    assert response.headers.getlist("X-Request-ID") == [response.get_json()["request_id"]]
+
+
+def test_the_docs_page_keeps_its_own_policy_and_caching(app: Flask) -> None:
+    response = app.test_client().get("/docs/")
+
+    assert response.status_code == 200
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    assert "no-store" not in response.headers.getlist("Cache-Control")
+
+
+def test_no_cookie_session_is_opened_or_sent(app: Flask) -> None:
+    response = app.test_client().get("/health")
+
+    assert "Set-Cookie" not in response.headers
+    assert "Cookie" not in response.headers.get("Vary", "")
+
+
+def test_behind_a_trusted_proxy_the_minted_request_id_is_still_one(database_url: URL, connection: Connection) -> None:
+    app = create_app(app_config(database_url, TRUSTED_PROXY_HOPS=1))
+    app.extensions["database"].bind(connection)
+
+    response = app.test_client().get("/missing", headers={"X-Forwarded-For": "198.51.100.9"})
+
+    assert response.headers.getlist("X-Request-ID") == [response.get_json()["request_id"]]
+    app.extensions["database"].engine.dispose()

@@ -1,0 +1,118 @@
+"""The limiter's stated accuracy against real Redis: exact across instances and threads,
+one Redis round trip per limit, and back to shared limits after an outage."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+from limits import parse, parse_many
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, RedisStorage
+
+from app import ratelimit
+from app.ratelimit import KEY_PREFIX, RateLimiter
+from tests.test_rate_limit import _redis_url
+
+
+def _storage(url: str) -> RedisStorage:
+    return RedisStorage(url, key_prefix=f"{KEY_PREFIX}-test-{uuid.uuid4().hex}", wrap_exceptions=True)
+
+
+def test_many_instances_hitting_at_once_admit_exactly_the_limit() -> None:
+    url = _redis_url()
+    # Four "replicas" (each its own storage and connection pool), eight threads each.
+    prefix = f"{KEY_PREFIX}-test-{uuid.uuid4().hex}"
+    limiters = [
+        RateLimiter(RedisStorage(url, key_prefix=prefix, wrap_exceptions=True), parse_many("50 per minute"), [])
+        for _ in range(4)
+    ]
+
+    def hit(n: int) -> bool:
+        return limiters[n % 4].hit("addr:198.51.100.7", "items.list_items") is None
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        admitted = sum(pool.map(hit, range(200)))
+
+    assert admitted == 50
+
+
+def test_a_read_costs_one_redis_round_trip_and_a_write_one_per_limit() -> None:
+    storage = _storage(_redis_url())
+    limiter = RateLimiter(storage, parse_many("100 per minute"), parse_many("10 per minute"))
+    calls: list[tuple[object, ...]] = []
+    connection = storage.get_connection()
+    original = connection.execute_command
+
+    def counting(*args: object, **options: object) -> object:
+        calls.append(args)
+        return original(*args, **options)
+
+    connection.execute_command = counting  # type: ignore[method-assign]
+    limiter.hit("addr:a", "items.list_items")  # first use loads the script (EVALSHA, then EVAL once)
+    calls.clear()
+
+    limiter.hit("addr:a", "items.list_items")
+    assert [call[0] for call in calls] == ["EVALSHA"]
+    calls.clear()
+    limiter.hit("addr:a", "items.create_item")
+    assert [call[0] for call in calls] == ["EVALSHA", "EVALSHA"]
+
+
+def test_the_breach_says_when_to_retry() -> None:
+    limiter = RateLimiter(_storage(_redis_url()), parse_many("1 per minute"), [])
+
+    assert limiter.hit("addr:b", "items.get_item") is None
+    breach = limiter.hit("addr:b", "items.get_item")
+
+    assert breach is not None
+    assert breach.limit == parse("1 per minute")
+    assert 0 < breach.retry_after <= 60
+
+
+def test_endpoints_and_clients_have_buckets_of_their_own() -> None:
+    limiter = RateLimiter(_storage(_redis_url()), parse_many("1 per minute"), [])
+
+    assert limiter.hit("addr:c", "items.get_item") is None
+    assert limiter.hit("addr:c", "items.list_items") is None
+    assert limiter.hit("addr:d", "items.get_item") is None
+    assert limiter.hit("addr:c", "items.get_item") is not None
+
+
+def test_after_an_outage_it_limits_per_process_then_shares_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    limiter = RateLimiter(_storage(_redis_url()), parse_many("2 per minute"), [])
+    assert limiter.shared is not None
+    shared_hit = limiter.shared.hit
+
+    def down(*_: object, **__: object) -> bool:
+        raise StorageError(redis.ConnectionError("down"))
+
+    monkeypatch.setattr(limiter.shared, "hit", down)
+    now = [1000.0]
+    monkeypatch.setattr(ratelimit.time, "monotonic", lambda: now[0])
+
+    with caplog.at_level(logging.INFO, logger="app.ratelimit"):
+        assert limiter.hit("addr:e", "items.list_items") is None  # served from memory, logged
+        assert limiter.hit("addr:e", "items.list_items") is None  # still memory: Redis not asked
+        assert limiter.hit("addr:e", "items.list_items") is not None  # the per-process limit holds
+
+        monkeypatch.setattr(limiter.shared, "hit", shared_hit)
+        now[0] += 1.5  # past the first back-off (1 s)
+        assert limiter.hit("addr:e", "items.list_items") is None  # Redis again, its own count
+
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("unreachable" in message for message in messages), messages
+    assert any("shared again" in message for message in messages), messages
+
+
+def test_without_redis_the_memory_storage_is_the_only_one() -> None:
+    limiter = RateLimiter(MemoryStorage(), parse_many("1 per minute"), [])
+
+    assert limiter.shared is None
+    assert limiter.hit("addr:f", "items.list_items") is None
+    assert limiter.hit("addr:f", "items.list_items") is not None

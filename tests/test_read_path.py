@@ -1,0 +1,68 @@
+"""The hot reads run on a Core connection: their JSON is byte for byte what the ORM path writes."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from app.db import get_database
+from app.models import Item
+from app.schemas import ItemOut, ItemPage, encode_cursor
+
+
+def _orm_items(app: Flask, limit: int) -> list[Item]:
+    with app.app_context():
+        session = get_database().sessionmaker()
+        try:
+            return list(session.scalars(select(Item).order_by(Item.id.desc()).limit(limit)))
+        finally:
+            session.close()
+
+
+def _make_items(client: FlaskClient) -> None:
+    for n in range(5):
+        # Every other one without a description: null must come out alike too.
+        body = {"title": f'item {n} é \u2028 "quoted"', "description": None if n % 2 else f"about {n}"}
+        assert client.post("/items", json=body).status_code == 201
+
+
+def test_get_item_is_byte_for_byte_the_orm_objects_json(app: Flask, client: FlaskClient) -> None:
+    _make_items(client)
+    newest = _orm_items(app, 1)[0]
+
+    response = client.get(f"/items/{newest.id}")
+
+    assert response.status_code == 200
+    assert response.data == ItemOut.model_validate(newest).model_dump_json().encode()
+
+
+def test_list_is_byte_for_byte_the_orm_objects_json(app: Flask, client: FlaskClient) -> None:
+    _make_items(client)
+    page = _orm_items(app, 3)
+    expected = ItemPage(items=[ItemOut.model_validate(item) for item in page], next_cursor=encode_cursor(page[-1].id))
+
+    response = client.get("/items?limit=3")
+
+    assert response.status_code == 200
+    assert response.data == expected.model_dump_json().encode()
+
+
+def test_reads_do_not_open_an_orm_session(app: Flask, client: FlaskClient) -> None:
+    _make_items(client)
+    opened: list[object] = []
+    sessions = app.extensions["database"]
+    original = sessions.read_sessionmaker
+
+    def counting() -> object:
+        opened.append(1)
+        return original()
+
+    sessions.read_sessionmaker = counting
+    item_id = _orm_items(app, 1)[0].id
+    anonymous = app.test_client()
+
+    assert anonymous.get(f"/items/{item_id}").status_code == 200
+    assert anonymous.get("/items").status_code == 200
+    assert anonymous.get("/health/ready").status_code == 200
+    assert opened == []
