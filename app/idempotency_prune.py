@@ -1,12 +1,14 @@
 """Expired idempotency keys are pruned by the app itself, piggy-backed on keyed creates.
 
 Keys grow only through ``POST /items`` with an ``Idempotency-Key``, so after such a create
-each worker process prunes at most once per ``IDEMPOTENCY_PRUNE_INTERVAL_SECONDS`` (its
-first keyed create included). A PostgreSQL advisory lock lets one prune run at a time
-across every worker and replica: the others skip. The DELETE walks the ``created_at``
-index, so a prune with nothing to do is one index probe. A failed prune is logged and
-never fails the request; ``flask idempotency prune`` (cron, the Kubernetes CronJob) does
-the same on demand.
+a worker considers a prune at most once per ``IDEMPOTENCY_PRUNE_INTERVAL_SECONDS`` (its
+first keyed create included). With Redis (``REDIS_URL``, required in production) the
+first worker of any replica to claim the interval (``SET NX EX``) prunes and the others
+skip: at most one prune per interval across every worker and replica. Without Redis, or
+while it fails, each worker prunes on its own schedule. Either way a PostgreSQL advisory
+lock lets one prune run at a time, and the DELETE walks the ``created_at`` index, so a
+prune with nothing to do is one index probe. A failed prune is logged and never fails the
+request; ``flask idempotency prune`` (cron, the Kubernetes CronJob) does the same on demand.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+import redis
 from flask import Flask, Response, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -26,6 +29,9 @@ from .idempotency import HEADER, TTL
 # A fixed pg_advisory_xact_lock id ("idem" "prun" in ASCII), apart from the per-key locks.
 PRUNE_LOCK_ID = 0x6964656D7072756E
 EXTENSION = "idempotency_prune"
+# The Redis key whose holder prunes in the current interval.
+CLAIM_KEY = "items-api:idempotency-prune"
+REDIS_TIMEOUT_SECONDS = 0.25
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +39,29 @@ log = logging.getLogger(__name__)
 @dataclass
 class PruneSchedule:
     interval: float
+    redis_url: str | None = None
     next_at: float = 0.0  # time.monotonic(); 0: the first keyed create prunes
 
     def due(self) -> bool:
+        """This worker's turn to consider a prune, and (with Redis) nobody's claimed the interval."""
         now = time.monotonic()
         if now < self.next_at:
             return False
         self.next_at = now + self.interval
-        return True
+        return self._claim()
+
+    def _claim(self) -> bool:
+        if self.redis_url is None:
+            return True
+        try:
+            client = redis.Redis.from_url(
+                self.redis_url, socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS
+            )
+            with client:
+                return bool(client.set(CLAIM_KEY, "1", nx=True, ex=max(1, int(self.interval))))
+        except redis.RedisError as exc:
+            log.warning("idempotency prune: Redis unavailable (%s); pruning on this worker's schedule", exc)
+            return True
 
 
 def prune_expired_keys() -> int | None:
@@ -68,5 +89,7 @@ def _after_keyed_create(response: Response) -> Response:
 
 def init_app(app: Flask, settings: Settings) -> None:
     if settings.idempotency_prune_interval_seconds:
-        app.extensions[EXTENSION] = PruneSchedule(float(settings.idempotency_prune_interval_seconds))
+        app.extensions[EXTENSION] = PruneSchedule(
+            float(settings.idempotency_prune_interval_seconds), settings.redis_url
+        )
         app.after_request(_after_keyed_create)

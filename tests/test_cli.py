@@ -14,11 +14,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import redis
 from sqlalchemy import URL
 
 from app.config import variable_names
 from tests.support.databases import url_string
+from tests.support.redis_db import redis_url
 from tests.support.server import gunicorn
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -45,17 +45,6 @@ def _newcomer_environment(**settings: str) -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if k not in names}, **settings}
 
 
-def _redis_url() -> str:
-    url = os.environ.get("TEST_REDIS_URL") or "redis://127.0.0.1:6379/15"
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except redis.RedisError as exc:
-        if os.environ.get("TEST_REDIS_URL"):
-            pytest.fail(f"TEST_REDIS_URL is set but Redis does not answer: {exc}")
-        pytest.skip(f"Redis does not answer at {url}; set TEST_REDIS_URL to run this test")
-    return url
-
-
 @pytest.fixture
 def local(fresh_database_url: URL) -> dict[str, str]:
     return _newcomer_environment(DATABASE_URL=url_string(fresh_database_url))
@@ -68,7 +57,7 @@ def production(fresh_database_url: URL) -> dict[str, str]:
         APP_ENV="production",
         SECRET_KEY="k" * 48,
         DATABASE_URL=url_string(fresh_database_url),
-        REDIS_URL=_redis_url(),
+        REDIS_URL=redis_url(),
     )
 
 

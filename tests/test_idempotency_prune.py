@@ -7,13 +7,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import URL, Connection, create_engine, insert, select, text
 
-from app.idempotency_prune import EXTENSION, PRUNE_LOCK_ID
+from app.idempotency_prune import CLAIM_KEY, EXTENSION, PRUNE_LOCK_ID, PruneSchedule
 from app.main import create_app
 from app.models import IdempotencyKey
+from tests.support.redis_db import redis_url as _redis_url
+from tests.support.tcp import free_port
 
 
 def _store_key(connection: Connection, key: str, *, age: timedelta) -> None:
@@ -92,3 +95,29 @@ def test_a_prune_already_running_elsewhere_is_skipped(
     with engine.connect() as connection:
         assert _keys(connection) == {"expired", "new"}
     engine.dispose()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis database of its own key: the claim is removed before and after."""
+    url = _redis_url()
+    client = redis.Redis.from_url(url)
+    client.delete(CLAIM_KEY)
+    yield url
+    client.delete(CLAIM_KEY)
+    client.close()
+
+
+def test_with_redis_one_prune_per_interval_across_workers_and_replicas(redis_url: str) -> None:
+    workers = [PruneSchedule(interval=60, redis_url=redis_url) for _ in range(6)]
+
+    assert [worker.due() for worker in workers] == [True, False, False, False, False, False]
+    assert 55 <= redis.Redis.from_url(redis_url).ttl(CLAIM_KEY) <= 60
+
+
+def test_with_redis_down_each_worker_prunes_on_its_own_schedule() -> None:
+    port = free_port()  # nothing listens there
+    workers = [PruneSchedule(interval=60, redis_url=f"redis://127.0.0.1:{port}/0") for _ in range(2)]
+
+    assert [worker.due() for worker in workers] == [True, True]
+    assert [worker.due() for worker in workers] == [False, False]

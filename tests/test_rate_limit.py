@@ -4,35 +4,18 @@ shared across app instances through Redis, and fail-open when Redis is down."""
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-import redis
 from flask import Flask
 from sqlalchemy import URL, Connection
 
 from app.main import create_app
 from tests.conftest import app_config
 from tests.support.auth import bearer, issue_token
+from tests.support.redis_db import redis_url as _redis_url
 from tests.support.tcp import free_port
-
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
-
-
-def _redis_url() -> str:
-    """TEST_REDIS_URL (then required), else the local Redis if it answers."""
-    explicit = os.environ.get("TEST_REDIS_URL")
-    url = explicit or DEFAULT_REDIS_URL
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except redis.RedisError as exc:
-        if explicit:
-            pytest.fail(f"TEST_REDIS_URL is set but Redis does not answer: {exc}")
-        pytest.skip(f"Redis does not answer at {url}; set TEST_REDIS_URL to run this test")
-    return url
-
 
 MakeApp = Callable[..., Flask]
 

@@ -15,7 +15,7 @@ from limits.storage import MemoryStorage, RedisStorage
 
 from app import ratelimit
 from app.ratelimit import KEY_PREFIX, RateLimiter
-from tests.test_rate_limit import _redis_url
+from tests.support.redis_db import redis_url as _redis_url
 
 
 def _storage(url: str) -> RedisStorage:

@@ -19,7 +19,7 @@ from app.main import create_app
 from app.migrate import upgrade
 from tests.conftest import app_config
 from tests.support.auth import bearer, issue_token
-from tests.test_rate_limit import _redis_url
+from tests.support.redis_db import redis_url as _redis_url
 
 pytestmark = pytest.mark.postgresql_only
 _LIBC = ctypes.CDLL(None)
