@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests.support import databases
+
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -29,34 +31,6 @@ WARM_UP = 50
 ENDPOINTS = ("GET /health", "GET /items?limit=20", "GET /items/<id>", "POST /items")
 SEED = "INSERT INTO items (title, description) SELECT 'Item ' || n, 'Seeded ' || n FROM generate_series(1, 100) n"
 MARKER = "getpgrp"  # a libc call nothing else on the request path makes
-
-
-def _database() -> str:
-    from sqlalchemy import create_engine, text
-
-    name = f"items_instr_{secrets.token_hex(4)}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    from app.migrate import upgrade
-
-    engine = create_engine(url)
-    upgrade(engine)
-    with engine.begin() as connection:
-        connection.execute(text(SEED))
-    engine.dispose()
-    return url
-
-
-def _drop(url: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def _environment(url: str, metrics_dir: str) -> dict[str, str]:
@@ -128,7 +102,7 @@ def serve(requests: int) -> None:
 
 
 def measure(requests: int) -> dict[str, float]:
-    url = _database()
+    url = databases.seeded_database(ADMIN_URL, "items_instr", SEED)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             metrics_dir = Path(tmp) / "metrics"
@@ -150,7 +124,7 @@ def measure(requests: int) -> dict[str, float]:
             dumps = sorted(Path(tmp).glob("callgrind.out.*"), key=lambda path: int(path.name.rsplit(".", 1)[1]))
             totals = [_total(path) for path in dumps]
     finally:
-        _drop(url)
+        databases.drop_seeded_database(url)
     # Dump 1 ends the warm-up; dumps 2.. each hold one endpoint's requests.
     if len(totals) < len(ENDPOINTS) + 1:
         raise RuntimeError(f"expected {len(ENDPOINTS) + 1} dumps, got {len(totals)}")

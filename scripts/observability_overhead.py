@@ -18,23 +18,23 @@ import argparse
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 from unittest import mock
-
-from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.support import databases  # noqa: E402 (after the path insert: run as a script)
+from tests.support.tcp import free_port  # noqa: E402
+
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+SEED = "INSERT INTO items (title) VALUES ('benchmark item')"
 PATHS = ("/health", "/items/1")
 ARMS = {"with": "app.main:create_app()", "without": "scripts.observability_overhead:create_app_without()"}
 
@@ -45,39 +45,6 @@ def create_app_without() -> object:
 
     with mock.patch("app.observability.init_app"):
         return create_app()
-
-
-def _port() -> int:
-    for port in range(24_000, 32_768):
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) != 0:
-                return port
-    raise RuntimeError("no free port")
-
-
-def _database() -> str:
-    name = f"items_overhead_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    from app.main import create_app
-    from app.migrate import upgrade
-
-    engine = create_app({"APP_ENV": "test", "DATABASE_URL": url}).extensions["database"].engine
-    upgrade(engine)
-    with engine.begin() as connection:
-        connection.execute(text("INSERT INTO items (title) VALUES ('benchmark item')"))
-    engine.dispose()
-    return url
-
-
-def _drop(url: str) -> None:
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def _serve(factory: str, url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -136,7 +103,7 @@ def _instructions(arm: str, path: str, requests: int, url: str) -> int:
 
 
 def instructions(requests: int) -> None:
-    url = _database()
+    url = databases.seeded_database(ADMIN_URL, "items_overhead", SEED)
     try:
         print(f"CPU instructions per request (callgrind, {requests} requests in-process, after start-up)")
         for path in PATHS:
@@ -150,7 +117,7 @@ def instructions(requests: int) -> None:
                 f"extra {extra:8.0f} ({100 * extra / per_request['without']:+.1f}%)"
             )
     finally:
-        _drop(url)
+        databases.drop_seeded_database(url)
 
 
 def _wrk(port: int, path: str, seconds: int) -> float:
@@ -169,13 +136,13 @@ def _wrk(port: int, path: str, seconds: int) -> float:
 
 
 def wrk(rounds: int, seconds: int) -> None:
-    url = _database()
+    url = databases.seeded_database(ADMIN_URL, "items_overhead", SEED)
     results: dict[tuple[str, str], list[float]] = {(arm, path): [] for arm in ARMS for path in PATHS}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for _ in range(rounds):
                 for arm, factory in ARMS.items():
-                    port = _port()
+                    port = free_port()
                     process = _serve(factory, url, port, Path(tmp) / f"{arm}.log")
                     try:
                         for path in PATHS:
@@ -185,7 +152,7 @@ def wrk(rounds: int, seconds: int) -> None:
                         process.send_signal(signal.SIGTERM)
                         process.wait(timeout=30)
     finally:
-        _drop(url)
+        databases.drop_seeded_database(url)
     print(f"wrk -t2 -c8, {rounds} rounds of {seconds} s, gunicorn 2 sync workers, {os.cpu_count()} cores; medians")
     for path in PATHS:
         with_, without = (statistics.median(results[arm, path]) for arm in ARMS)

@@ -35,6 +35,29 @@ def drop_database(admin_dsn: str, name: str) -> None:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def seeded_database(admin_url: str, prefix: str, seed_sql: str) -> str:
+    """A fresh database on ``admin_url``'s server, migrated to head and seeded; its URL."""
+    from sqlalchemy import create_engine, text
+
+    from app.migrate import upgrade
+
+    admin = make_url(admin_url)
+    name = create_database(libpq_dsn(admin), prefix=prefix)
+    url = url_string(admin.set(database=name))
+    engine = create_engine(url)
+    upgrade(engine)
+    with engine.begin() as connection:
+        connection.execute(text(seed_sql))
+    engine.dispose()
+    return url
+
+
+def drop_seeded_database(url: str) -> None:
+    """Drop a database made by :func:`seeded_database`, through the server's ``postgres`` database."""
+    parsed = make_url(url)
+    drop_database(libpq_dsn(parsed.set(database="postgres")), str(parsed.database))
+
+
 class PostgresBackend:
     """Creates a fresh database per use on a server we only hold admin access to."""
 
