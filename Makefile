@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 FLASK := $(BIN)/flask --app app.main:create_app
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Settings come from the environment only, for `flask` as for gunicorn (python-dotenv,
+# which pydantic-settings brings, would make `flask` alone read a .env file).
+export FLASK_SKIP_DOTENV := 1
 
 .PHONY: help venv run serve migrate test lint format typecheck container-test replicas-test deploy-test pipeline-test k8s-check observability-check reliability-test bench bench-smoke clean
 

@@ -125,7 +125,7 @@ def list_tokens_command() -> None:
 @click.argument("name")
 @database_errors_in_one_line
 def revoke_token_command(name: str) -> None:
-    """Revoke the token NAME; it stops working at once."""
+    """Revoke the token NAME; it stops working within TOKEN_CACHE_SECONDS (5 s in production)."""
     with get_database().sessionmaker.begin() as session:
         revoked = crud.tokens.revoke_token(session, name)
     if not revoked:

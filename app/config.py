@@ -70,7 +70,7 @@ class Settings(BaseSettings):
 
     app_env: Annotated[Literal["local", "test", "production"], _casefold(upper=False)] = "local"
     database_url: Annotated[URL, NoDecode]
-    secret_key: str = ""
+    secret_key: str = Field("", repr=False)
     debug: bool = Field(False, validation_alias="flask_debug")
     log_level: LogLevel = "INFO"
     # Machines read production and test logs; people read local ones (default set below).
@@ -79,7 +79,8 @@ class Settings(BaseSettings):
     # The longest query string the app parses; longer ones get a problem+json 414. At most
     # 6 KiB: the production server refuses request lines over 8190 bytes itself.
     max_query_string_bytes: Int = Field(4096, ge=256, le=6144)
-    # Each worker prunes expired idempotency keys at most this often, after a keyed create; 0: never.
+    # Expired idempotency keys are pruned at most this often, after a keyed create (one prune
+    # per interval across replicas with Redis; app/idempotency_prune.py); 0: never.
     idempotency_prune_interval_seconds: Int = Field(600, ge=0, le=86_400)
     db_pool_size: Int = Field(5, ge=1, le=100)
     db_max_overflow: Int = Field(5, ge=0, le=100)
@@ -103,7 +104,7 @@ class Settings(BaseSettings):
     # How long a worker may keep using a token it looked up (a revocation's longest delay);
     # 0 reads the token on every request. Default: 5 in production, 0 elsewhere (set below).
     token_cache_seconds: Int = Field(0, ge=0, le=300)
-    redis_url: str | None = None
+    redis_url: str | None = Field(None, repr=False)  # may carry the Redis password
     rate_limit_enabled: bool = True
     rate_limit: str = "600 per minute"
     rate_limit_writes: str = "120 per minute"
@@ -171,6 +172,8 @@ class Settings(BaseSettings):
     @classmethod
     def _forwarded_allow_ips(cls, value: str) -> str:
         entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+        if not entries:
+            raise ConfigError("FORWARDED_ALLOW_IPS must list IP addresses or networks, or be '*'; got an empty list")
         if "*" in entries:
             return "*"
         try:

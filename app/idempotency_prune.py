@@ -31,6 +31,8 @@ PRUNE_LOCK_ID = 0x6964656D7072756E
 EXTENSION = "idempotency_prune"
 # The Redis key whose holder prunes in the current interval.
 CLAIM_KEY = "items-api:idempotency-prune"
+# Rows per DELETE: a backlog is worked off in short transactions.
+PRUNE_BATCH = 1000
 REDIS_TIMEOUT_SECONDS = 0.25
 
 log = logging.getLogger(__name__)
@@ -65,18 +67,26 @@ class PruneSchedule:
 
 
 def prune_expired_keys() -> int | None:
-    """Delete keys past their lifetime; None when another process is pruning right now."""
-    with get_database().sessionmaker.begin() as session:
-        if not crud.idempotency.try_lock_idempotency_key(session, PRUNE_LOCK_ID):
-            return None
-        return crud.idempotency.prune_idempotency_keys(session, older_than=TTL)
+    """Delete keys past their lifetime; None when another process is pruning right now.
+
+    In batches of ``PRUNE_BATCH``, each its own short transaction under the advisory
+    lock, so a large backlog never runs into the statement timeout and never holds
+    locks for long.
+    """
+    database = get_database()
+    pruned = 0
+    while True:
+        with database.sessionmaker.begin() as session:
+            if not crud.idempotency.try_lock_idempotency_key(session, PRUNE_LOCK_ID):
+                return None if pruned == 0 else pruned
+            deleted = crud.idempotency.prune_idempotency_keys(session, older_than=TTL, batch=PRUNE_BATCH)
+        pruned += deleted
+        if deleted < PRUNE_BATCH:
+            return pruned
 
 
-def _after_keyed_create(response: Response) -> Response:
-    if response.status_code != 201 or request.endpoint != "items.create_item" or HEADER not in request.headers:
-        return response
-    schedule: PruneSchedule = current_app.extensions[EXTENSION]
-    if schedule.due():
+def _prune_logged(app: Flask) -> None:
+    with app.app_context():
         try:
             pruned = prune_expired_keys()
         except SQLAlchemyError as exc:
@@ -84,6 +94,16 @@ def _after_keyed_create(response: Response) -> Response:
         else:
             if pruned:
                 log.info("pruned %d expired idempotency key(s)", pruned)
+
+
+def _after_keyed_create(response: Response) -> Response:
+    if response.status_code != 201 or request.endpoint != "items.create_item" or HEADER not in request.headers:
+        return response
+    schedule: PruneSchedule = current_app.extensions[EXTENSION]
+    if schedule.due():
+        # After the response has gone out: the client never waits for a prune.
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        response.call_on_close(lambda: _prune_logged(app))
     return response
 
 

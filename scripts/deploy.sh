@@ -145,9 +145,10 @@ health_check() {
 # set_rotation NAME: the proxy sends every request after this to the
 # containers NAME resolves to (Caddy reads the file per request). Atomic.
 set_rotation() {
-  mkdir -p "$ROTATION_DIR"
-  printf '%s\n' "$1" >"$ROTATION.tmp"
-  mv -f "$ROTATION.tmp" "$ROTATION"
+  # Checked step by step: roll runs where `set -e` does not apply (a `||` list), and a
+  # rotation file that names nothing would send requests to containers not yet ready.
+  { mkdir -p "$ROTATION_DIR" && printf '%s\n' "$1" >"$ROTATION.tmp" && mv -f "$ROTATION.tmp" "$ROTATION"; } \
+    || { log "ERROR: cannot write $DEPLOY_PATH/$ROTATION"; return 1; }
   log "in rotation: $1"
 }
 rotation() { cat "$ROTATION" 2>/dev/null || echo "$ALL_REPLICAS (no $ROTATION: the proxy's fallback)"; }
@@ -155,7 +156,6 @@ release_alias() { printf 'api-%s' "$1"; }
 
 # The api containers of the project (ids), running or not.
 api_containers() { compose ps -a -q api; }
-container_tag() { docker inspect -f '{{.Config.Image}}' "$1" | sed 's/.*://'; }
 container_name() { docker inspect -f '{{.Name}}' "$1" | sed 's#^/##'; }
 has_alias() {
   docker inspect -f '{{range .NetworkSettings.Networks}}{{range .Aliases}}{{println .}}{{end}}{{end}}' "$1" \
@@ -225,8 +225,8 @@ others_up() {
   services=$(compose config --services | grep -vx -e migrate -e api | tr '\n' ' ')
   [[ -n $services ]] || return 0
   # shellcheck disable=SC2086 # a list of service names
-  IMAGE_TAG=$tag compose up -d --wait --wait-timeout "$WAIT_TIMEOUT" --no-deps $services >/dev/null 2>&1 \
-    || die "bringing up $services failed; the api containers were not touched"
+  IMAGE_TAG=$tag compose up -d --wait --wait-timeout "$WAIT_TIMEOUT" --no-deps $services >/dev/null \
+    || die "bringing up $services failed (compose's reason above); the api containers were not touched"
 }
 
 # roll NEW RUNNING: new containers beside the old, ready, switch, drain the old.
@@ -243,9 +243,9 @@ roll() {
     return 2
   fi
   # Only the running release in rotation: new containers stay out until ready.
-  set_rotation "$(release_alias "$running")"
+  set_rotation "$(release_alias "$running")" || return 1
   # Containers of another release, left by an interrupted deploy: now out of rotation.
-  ((${#leftover[@]} == 0)) || remove_containers "left by an interrupted deploy" "${leftover[@]}"
+  ((${#leftover[@]} == 0)) || remove_containers "left by an interrupted deploy" "${leftover[@]}" || return 1
   log "starting $replicas api container(s) of $tag beside ${#old[@]} of $running"
   IMAGE_TAG=$tag compose up -d --no-deps --no-recreate --scale "api=$((${#old[@]} + replicas))" api >/dev/null 2>&1 \
     || log "compose up of $tag's containers failed"
@@ -277,7 +277,10 @@ roll() {
     return 1
   fi
   # The switch: one rename. Requests from now on go to the new containers.
-  set_rotation "$(release_alias "$tag")"
+  if ! set_rotation "$(release_alias "$tag")"; then
+    remove_containers "$tag, not switched to" "${new[@]}"
+    return 1
+  fi
   if ! health_check; then
     set_rotation "$(release_alias "$running")"
     remove_containers "$tag, unhealthy through the proxy" "${new[@]}"
@@ -285,11 +288,24 @@ roll() {
     log "restored $running as the only release in rotation"
     return 3
   fi
-  # The old containers get no new request now; stopping them drains what is in flight.
-  remove_containers "$running, out of rotation" "${old[@]}"
-  set_rotation "$ALL_REPLICAS"
+  # The new release is live: say so before the old containers go, so an interrupted
+  # script leaves a history that names what serves.
   ROLL_NOTE="rolled $replicas replica(s) from ${running} in $((SECONDS - started)) s"
+  record "$ACTION" "$tag" "$ROLL_NOTE"
+  # The old containers get no new request now; stopping them drains what is in flight.
+  remove_containers "$running, out of rotation" "${old[@]}" || return 4
+  set_rotation "$ALL_REPLICAS" || return 4
   return 0
+}
+
+# restore RUNNING: after a failed recreate, the version that ran before, as it was.
+restore() {
+  log "putting $1 back"
+  if start_stack "$1" skip-migration && health_check; then
+    log "$1 is serving again"
+  else
+    log "ERROR: $1 did not become healthy either; see \`docker compose ps\` and the api's logs"
+  fi
 }
 
 deploy() {
@@ -323,6 +339,7 @@ deploy() {
   fi
 
   ROLL_NOTE=""
+  ACTION=$action
   if [[ -n $running && $running != "$tag" && -n $(api_containers) ]]; then
     others_up "$tag"
     rc=0
@@ -335,9 +352,15 @@ deploy() {
       record failed "$tag" "($action: unhealthy through the proxy; switched back to $running)"
       die "$tag was ready but $(setting HEALTH_URL 'the proxy') did not answer; switched back to $running"
     fi
+    if ((rc == 4)); then
+      die "$tag is live, but removing $running's containers or resetting the rotation failed; run the deploy of $tag again"
+    fi
     if ((rc == 2)); then
-      start_stack "$tag" "$([[ $migrate == yes ]] || echo skip-migration)" || true
-      health_check || die "$tag did not become healthy after the recreate"
+      if ! start_stack "$tag" "$([[ $migrate == yes ]] || echo skip-migration)" || ! health_check; then
+        record failed "$tag" "($action: unhealthy after the recreate; $running put back)"
+        restore "$running"
+        die "$tag did not become healthy after the recreate; $running was put back"
+      fi
       ROLL_NOTE="recreated (containers without release aliases)"
     fi
   else
@@ -347,7 +370,7 @@ deploy() {
     fi
     ROLL_NOTE="started"
   fi
-  record "$action" "$tag" "$ROLL_NOTE"
+  [[ $ROLL_NOTE == rolled* ]] || record "$action" "$tag" "$ROLL_NOTE"
   log "$tag is live ($ROLL_NOTE)"
 }
 
@@ -370,7 +393,7 @@ main() {
   exec 9>"$STATE_DIR/lock"
   flock -w 600 9 || die "another deployment holds $DEPLOY_PATH/$STATE_DIR/lock"
   # The proxy's rotation file exists before anything starts (compose mounts its directory).
-  [[ -f $ROTATION ]] || set_rotation "$ALL_REPLICAS" 2>/dev/null
+  [[ -f $ROTATION ]] || set_rotation "$ALL_REPLICAS" >/dev/null 2>&1 || die "cannot write $DEPLOY_PATH/$ROTATION"
 
   case $1 in
     --status) status ;;

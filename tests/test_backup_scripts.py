@@ -1,6 +1,6 @@
 """scripts/backup.sh and restore.sh keep secrets off command lines and dumps private.
 
-The full backup → drop → restore round trip is in tests/reliability/test_backup_restore.py.
+The full backup → drop → restore round trip is in proofs/reliability/test_backup_restore.py.
 """
 
 from __future__ import annotations

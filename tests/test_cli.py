@@ -42,7 +42,7 @@ def _shell(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 def _newcomer_environment(**settings: str) -> dict[str, str]:
     """This process's environment without any of the app's settings, plus ``settings``."""
     names = set(variable_names())
-    return {**{k: v for k, v in os.environ.items() if k not in names}, **settings}
+    return {**{k: v for k, v in os.environ.items() if k not in names}, "FLASK_SKIP_DOTENV": "1", **settings}
 
 
 @pytest.fixture

@@ -215,6 +215,8 @@ def test_env_example_documents_every_setting() -> None:
 def test_forwarded_allow_ips_must_be_addresses_networks_or_star(instance_path: Path) -> None:
     with pytest.raises(ConfigError, match="FORWARDED_ALLOW_IPS"):
         load_settings({"FORWARDED_ALLOW_IPS": "proxy"}, instance_path=instance_path, environ={})
+    with pytest.raises(ConfigError, match="FORWARDED_ALLOW_IPS"):
+        load_settings({"FORWARDED_ALLOW_IPS": " , "}, instance_path=instance_path, environ={})
     assert (
         load_settings({"FORWARDED_ALLOW_IPS": "*"}, instance_path=instance_path, environ={}).forwarded_allow_networks
         is None
@@ -222,3 +224,14 @@ def test_forwarded_allow_ips_must_be_addresses_networks_or_star(instance_path: P
     assert load_settings(
         {"FORWARDED_ALLOW_IPS": "172.29.240.2, 10.0.0.0/8"}, instance_path=instance_path, environ={}
     ).forwarded_allow_ips == ("172.29.240.2/32,10.0.0.0/8")
+
+
+def test_secrets_stay_out_of_the_settings_repr(instance_path: Path) -> None:
+    settings = load_settings(
+        {"SECRET_KEY": "k" * 40, "REDIS_URL": "redis://:hunter2-redis@redis:6379/0"},
+        instance_path=instance_path,
+        environ={},
+    )
+
+    assert "k" * 40 not in repr(settings)
+    assert "hunter2" not in repr(settings)

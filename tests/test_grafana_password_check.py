@@ -1,7 +1,7 @@
 """The observability profile refuses an empty Grafana admin password, and only that profile.
 
 Runs the exact check of the ``grafana-password-check`` service of docker-compose.prod.yml;
-tests/container checks with ``docker compose`` that Grafana waits for it and that stacks
+proofs/container checks with ``docker compose`` that Grafana waits for it and that stacks
 without the profile do not run it.
 """
 

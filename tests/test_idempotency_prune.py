@@ -12,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import URL, Connection, create_engine, insert, select, text
 
-from app.idempotency_prune import CLAIM_KEY, EXTENSION, PRUNE_LOCK_ID, PruneSchedule
+from app.idempotency_prune import CLAIM_KEY, EXTENSION, PRUNE_LOCK_ID, PruneSchedule, prune_expired_keys
 from app.main import create_app
 from app.models import IdempotencyKey
 from tests.support.redis_db import redis_url as _redis_url
@@ -37,7 +37,9 @@ def _keys(connection: Connection) -> set[str]:
 
 
 def _keyed_create(client: FlaskClient, key: str) -> int:
-    return client.post("/items", json={"title": "t"}, headers={"Idempotency-Key": key}).status_code
+    # Closed as a WSGI server closes it: the prune runs after the response has gone out.
+    with client.post("/items", json={"title": "t"}, headers={"Idempotency-Key": key}) as response:
+        return response.status_code
 
 
 def test_a_keyed_create_prunes_expired_keys_of_every_caller(client: FlaskClient, connection: Connection) -> None:
@@ -61,7 +63,8 @@ def test_a_worker_prunes_at_most_once_per_interval(client: FlaskClient, connecti
 def test_creates_without_a_key_do_not_prune(client: FlaskClient, connection: Connection) -> None:
     _store_key(connection, "expired", age=timedelta(hours=25))
 
-    assert client.post("/items", json={"title": "t"}).status_code == 201
+    with client.post("/items", json={"title": "t"}) as response:
+        assert response.status_code == 201
 
     assert "expired" in _keys(connection)
 
@@ -121,3 +124,26 @@ def test_with_redis_down_each_worker_prunes_on_its_own_schedule() -> None:
 
     assert [worker.due() for worker in workers] == [True, True]
     assert [worker.due() for worker in workers] == [False, False]
+
+
+def test_the_response_goes_out_before_the_prune_runs(client: FlaskClient, connection: Connection) -> None:
+    _store_key(connection, "expired", age=timedelta(hours=25))
+
+    response = client.post("/items", json={"title": "t"}, headers={"Idempotency-Key": "new"})
+    assert response.status_code == 201
+    assert "expired" in _keys(connection)
+
+    response.close()
+    assert "expired" not in _keys(connection)
+
+
+def test_a_backlog_is_pruned_in_batches(app: Flask, connection: Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("app.idempotency_prune.PRUNE_BATCH", 3)
+    for i in range(7):
+        _store_key(connection, f"old-{i}", age=timedelta(hours=25 + i))
+    _store_key(connection, "recent", age=timedelta(hours=1))
+
+    with app.app_context():
+        assert prune_expired_keys() == 7
+
+    assert _keys(connection) == {"recent"}

@@ -36,7 +36,8 @@ def test_a_one_megabyte_repeated_parameter_query_gets_a_small_414_quickly(app: F
     assert status.startswith("414")
     assert headers["Content-Type"] == PROBLEM
     assert len(data) < 1024
-    assert elapsed < 0.1, f"{elapsed:.3f} s"  # about 1 ms; unbounded, 200-300 ms
+    # A bound, not a speed measurement: about 1 ms; what fails without the cap is the size.
+    assert elapsed < 1.0, f"{elapsed:.3f} s"
 
 
 def test_a_query_string_at_the_limit_is_parsed_and_one_byte_more_is_414(app: Flask, client: FlaskClient) -> None:

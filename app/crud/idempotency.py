@@ -40,7 +40,11 @@ def save_idempotency_key(session: Session, record: IdempotencyKey) -> None:
     session.flush()
 
 
-def prune_idempotency_keys(session: Session, *, older_than: timedelta) -> int:
+def prune_idempotency_keys(session: Session, *, older_than: timedelta, batch: int | None = None) -> int:
+    """Delete keys older than ``older_than`` (oldest first, at most ``batch`` of them); how many."""
     cutoff = datetime.now(UTC) - older_than
-    result = session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at <= cutoff))
+    expired = select(IdempotencyKey.id).where(IdempotencyKey.created_at <= cutoff)
+    if batch is not None:
+        expired = expired.order_by(IdempotencyKey.created_at).limit(batch)
+    result = session.execute(delete(IdempotencyKey).where(IdempotencyKey.id.in_(expired.scalar_subquery())))
     return int(result.rowcount)  # type: ignore[attr-defined]

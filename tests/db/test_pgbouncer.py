@@ -39,8 +39,7 @@ def _through(bouncer: PgBouncer, database: URL) -> URL:
 
 
 def _app(url: URL, **settings: object) -> Flask:
-    # Generous rate limits: the many requests here are not the point. (Not
-    # RATE_LIMIT_ENABLED=false: then writes fail with a ReferenceError from Flask-Limiter.)
+    # Generous rate limits: the many requests here are not the point.
     limits = {"RATE_LIMIT": "100000 per minute", "RATE_LIMIT_WRITES": "100000 per minute"}
     return create_app({"APP_ENV": "test", "DATABASE_URL": url_string(url), **limits, **settings})
 

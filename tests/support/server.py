@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from app.config import variable_names
 from tests.support.tcp import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,9 +137,12 @@ class ServerProcess:
 def production_env(database_url: str, port: int, workdir: Path) -> dict[str, str]:
     """The environment of a production deployment, with limits raised for load tests."""
     (workdir / "metrics").mkdir(parents=True, exist_ok=True)
+    # Whatever of the app's settings the caller's shell has set does not leak in.
+    names = set(variable_names())
     prefixes = ("DB_", "GUNICORN_", "RATE_LIMIT", "FLASK_", "SHUTDOWN_", "REDIS_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes) and k not in names}
     env.update(
+        FLASK_SKIP_DOTENV="1",
         APP_ENV="production",
         DATABASE_URL=database_url,
         SECRET_KEY=secrets.token_urlsafe(48),
