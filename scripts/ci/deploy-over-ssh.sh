@@ -32,7 +32,7 @@ tag=""
 case $action in
   deploy)
     tag=${2:-}
-    printf '%s' "$tag" | grep -Eq '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$' || die "not a valid image tag: '$tag'"
+    printf '%s' "$tag" | grep -Eq '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,58}$' || die "not a valid image tag: '$tag'"
     ;;
   rollback | status) ;;
   *) usage ;;
