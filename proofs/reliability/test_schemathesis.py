@@ -22,7 +22,7 @@ from proofs.reliability.conftest import HERE, Stack
 from tests.support.server import ROOT
 
 MIN_CASES = 1000
-MAX_EXAMPLES_PER_OPERATION = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "180"))
+MAX_EXAMPLES_PER_OPERATION = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "300"))
 _GENERATED = re.compile(r"(\d+) generated")
 
 
