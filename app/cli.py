@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 from flask import Flask
 from flask.cli import AppGroup
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from . import crud, migrate
@@ -63,7 +64,7 @@ def upgrade_command(revision: str) -> None:
     """Upgrade the schema to REVISION (default: head). Safe to run again."""
     engine = get_database().engine
     migrate.upgrade(engine, revision)
-    click.echo(f"Database schema at {migrate.current_revision(engine)}")
+    _echo_revision(engine)
 
 
 @db_cli.command("downgrade")
@@ -73,6 +74,10 @@ def downgrade_command(revision: str) -> None:
     """Downgrade the schema to REVISION (default: one step back; "base" for empty)."""
     engine = get_database().engine
     migrate.downgrade(engine, revision)
+    _echo_revision(engine)
+
+
+def _echo_revision(engine: Engine) -> None:
     click.echo(f"Database schema at {migrate.current_revision(engine)}")
 
 

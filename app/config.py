@@ -12,7 +12,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from limits import parse_many
 from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str = "127.0.0.1"
     shutdown_drain_seconds: Int = Field(3, ge=0, le=60)
 
+    # False in _GivenEnvironment: settings from a given mapping only.
+    _reads_environment: ClassVar[bool] = True
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -130,7 +133,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Overrides (create_app's config), then the process environment; no .env file.
-        return init_settings, env_settings
+        return (init_settings, env_settings) if cls._reads_environment else (init_settings,)
 
     @model_validator(mode="before")
     @classmethod
@@ -266,16 +269,7 @@ class Settings(BaseSettings):
 class _GivenEnvironment(Settings):
     """Settings from a given mapping instead of the process environment (tests)."""
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)
+    _reads_environment: ClassVar[bool] = False
 
 
 def load_settings(

@@ -196,28 +196,18 @@ def _close(_exc: BaseException | None) -> None:
     session: Session | None = request_globals.pop("db_session", None)
     connection: Connection | None = request_globals.pop("db_read_connection", None)
     if session is not None:
-        _close_session(session)
+        _close_quietly("database session", session)
     if connection is not None and connection is not get_database().bound:
-        _close_read_connection(connection)
+        _close_quietly("read connection", connection)
 
 
-def _close_session(session: Session) -> None:
+def _close_quietly(what: str, resource: Session | Connection) -> None:
     # close() also rolls back whatever the request did not commit.
     try:
-        session.close()
+        resource.close()
     except SQLAlchemyError as exc:
         # The connection died after the response was made (the rollback failed): the
         # response stands, and the broken connection must not go back to the pool.
-        log.warning("closing the database session failed: %s", type(exc).__name__)
+        log.warning("closing the %s failed: %s", what, type(exc).__name__)
         with contextlib.suppress(SQLAlchemyError):
-            session.invalidate()
-
-
-def _close_read_connection(connection: Connection) -> None:
-    try:
-        connection.close()
-    except SQLAlchemyError as exc:
-        # As for sessions: the response stands, the broken connection leaves the pool.
-        log.warning("closing the read connection failed: %s", type(exc).__name__)
-        with contextlib.suppress(SQLAlchemyError):
-            connection.invalidate()
+            resource.invalidate()
