@@ -6,7 +6,6 @@ The full backup → drop → restore round trip is in proofs/reliability/test_ba
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -16,6 +15,7 @@ from flask import Flask
 from sqlalchemy import URL
 
 from tests.support.databases import url_string
+from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.postgresql_only
 
@@ -29,9 +29,7 @@ def _recording_tools(tmp_path: Path) -> Path:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("pg_dump", "pg_restore"):
-        real = shutil.which(tool)
-        if real is None:
-            pytest.skip(f"{tool} is not installed")
+        real = require_tool(tool)
         wrapper = bin_dir / tool
         wrapper.write_text(
             "#!/bin/sh\n"

@@ -7,7 +7,6 @@ real redis-server on a free loopback port (the container check runs it in Docker
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from redis.retry import Retry
 
 from app.main import create_app
 from tests.support.tcp import free_port
+from tests.support.tools import require_tool
 
 DOCKER = Path(__file__).resolve().parent.parent / "docker"
 PASSWORD = "test-redis-password-0123456789"
@@ -33,8 +33,7 @@ def _compose_redis_command() -> list[str]:
 
 
 def _start(password: str, port: int, stderr: int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+    require_tool("redis-server")
     command = [*_compose_redis_command(), "--port", str(port), "--bind", "127.0.0.1"]
     env = {**os.environ, "REDIS_PASSWORD": password}
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)

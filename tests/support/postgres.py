@@ -19,29 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from tests.support.databases import create_database, drop_database
 from tests.support.tcp import free_port, wait_for_port
+from tests.support.tools import require_tool
 
 RUNNING_AS_ROOT = os.geteuid() == 0
 SERVER_USER = "postgres"
-INSTALL_HINTS = {
-    "pgbouncer": "apt-get install -y pgbouncer",
-    "openssl": "apt-get install -y openssl",
-    "initdb": "apt-get install -y postgresql",
-}
-
-
-def require_tool(name: str, path: str | None = None) -> str:
-    """The tool's path; without it fail in CI (never a silent skip there), skip elsewhere."""
-    found = path if path and Path(path).exists() else shutil.which(name)
-    if found:
-        return found
-    message = f"{name} is not installed ({INSTALL_HINTS.get(name, 'install it')})"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def postgres_bindir() -> Path:
