@@ -139,8 +139,7 @@ def production_env(database_url: str, port: int, workdir: Path) -> dict[str, str
     (workdir / "metrics").mkdir(parents=True, exist_ok=True)
     # Whatever of the app's settings the caller's shell has set does not leak in.
     names = set(variable_names())
-    prefixes = ("DB_", "GUNICORN_", "RATE_LIMIT", "FLASK_", "SHUTDOWN_", "REDIS_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes) and k not in names}
+    env = {k: v for k, v in os.environ.items() if k not in names and not k.startswith("FLASK_")}
     env.update(
         FLASK_SKIP_DOTENV="1",
         APP_ENV="production",
