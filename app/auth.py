@@ -17,7 +17,7 @@ from flask.typing import ResponseReturnValue
 
 from . import crud
 from .config import Settings
-from .db import SAFE_METHODS, get_read_connection, get_session
+from .db import SAFE_METHODS, get_session, read
 from .errors import ApiError
 
 TOKEN_PATTERN = re.compile(r"itm_(?P<key_id>[0-9a-f]{16})_[A-Za-z0-9_-]{43}")
@@ -92,15 +92,18 @@ def _load_principal() -> None:
     if match is None:
         return
     cache: TokenCache = current_app.extensions["token_cache"]
-    found = cache.get(match["key_id"])
+    key_id = match["key_id"]
+    found = cache.get(key_id)
     if found is None:
         # A read looks it up on the connection its query will use; a write in its transaction.
-        reader = get_read_connection() if request.method in SAFE_METHODS else get_session()
-        token = crud.tokens.find_token(reader, match["key_id"])
+        if request.method in SAFE_METHODS:
+            token = read(lambda reader: crud.tokens.find_token(reader, key_id))
+        else:
+            token = crud.tokens.find_token(get_session(), key_id)
         if token is None:
             return
-        principal = Principal(token.name, token.scope) if token.revoked_at is None else None
-        found = cache.put(match["key_id"], token.token_hash, principal)
+        token_hash, name, scope, revoked_at = token
+        found = cache.put(key_id, token_hash, Principal(name, scope) if revoked_at is None else None)
     token_hash, principal = found
     if principal is not None and hmac.compare_digest(token_hash, hash_token(credentials)):
         g.principal = principal

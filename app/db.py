@@ -1,123 +1,87 @@
-"""Engine construction and the one-session-per-request lifecycle."""
+"""The database of one app, per request: a session for writes, a reader for reads.
+
+Reads take a pooled connection without the pool's ping (a round trip per request). If
+that connection turns out dead (the database restarted, or the link was cut and came
+back), the read runs once more on a connection the pool does ping: the ping finds the
+dead ones and the pool drops them all, as ``pool_pre_ping`` does, so a restart costs no
+failed request. Running a read twice is safe: it changes nothing.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 from flask import Flask, current_app, g, has_request_context, request
 from flask.ctx import _AppCtxGlobals
-from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, Engine
+from sqlalchemy.dialects.postgresql import psycopg as postgresql_psycopg
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql import Executable
 from werkzeug.local import LocalProxy
 
 from .config import Settings
+from .engine import build_engine, skipping_the_ping
 
-SQLITE_BUSY_TIMEOUT_SECONDS = 5
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# Unacknowledged data for this long means the database host is gone (libpq setting).
-TCP_USER_TIMEOUT_MS = 10_000
+_POSTGRESQL = postgresql_psycopg.dialect()  # type: ignore[no-untyped-call]
+
+T = TypeVar("T")
+Values = tuple[Any, ...]
 
 log = logging.getLogger(__name__)
 
 
-def build_engine(settings: Settings) -> Engine:
-    """Create the engine for ``settings.database_url`` with bounded waits everywhere."""
-    url = settings.database_url
-    if url.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
-        _make_sqlite_transactional(engine)
-        return engine
-    connect_args: dict[str, Any] = {
-        "connect_timeout": settings.db_connect_timeout,
-        "application_name": "items-api",
-        # Notice a database host that vanished (no RST: power loss, partition) in
-        # seconds rather than the kernel's minutes, instead of hanging a worker.
-        "keepalives": 1,
-        "keepalives_idle": 10,
-        "keepalives_interval": 3,
-        "keepalives_count": 3,
-        "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
-    }
-    if settings.db_pgbouncer:
-        # PgBouncer in transaction mode gives each transaction whichever server
-        # connection is free. psycopg's automatic prepared statements (after 5 runs
-        # of a query) live on one server connection and are named per client
-        # ("_pg3_0"...), so they collide or vanish; PgBouncer < 1.21 cannot track them.
-        connect_args["prepare_threshold"] = None
-    elif settings.db_statement_timeout_ms:
-        connect_args["options"] = f"-c statement_timeout={settings.db_statement_timeout_ms}"
-    engine = create_engine(
-        url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        pool_timeout=settings.db_pool_timeout,
-        pool_pre_ping=True,
-        pool_recycle=1800,
-        connect_args=connect_args,
-    )
-    if settings.db_pgbouncer and settings.db_statement_timeout_ms:
-        _limit_statements_per_transaction(engine, settings.db_statement_timeout_ms)
-    return engine
+class Query:
+    """A read statement built once: Core for any database, and its PostgreSQL SQL compiled once."""
+
+    def __init__(self, statement: Executable) -> None:
+        self.statement = statement
+        self.sql = str(statement.compile(dialect=_POSTGRESQL))  # type: ignore[attr-defined]
 
 
-def _limit_statements_per_transaction(engine: Engine, timeout_ms: int) -> None:
-    """Set statement_timeout in every transaction, for poolers that refuse startup options.
+class Reader:
+    """The request's read connection.
 
-    PgBouncer refuses the ``options`` startup parameter, and ``ignore_startup_parameters
-    = options`` would drop the timeout silently. ``SET LOCAL`` ends with the transaction,
-    so it never leaks to another client's transaction on the same server connection.
-    """
-    statement = f"SET LOCAL statement_timeout = {int(timeout_ms)}"
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql(statement)
-
-
-def log_connection_budget(settings: Settings) -> None:
-    """Say at start-up how many connections all replicas may open, against the server's limit."""
-    if settings.database_url.get_backend_name() != "postgresql":
-        return
-    limit = "DB_MAX_CONNECTIONS not set, not checked"
-    if settings.db_max_connections:
-        available = settings.db_max_connections - settings.db_reserved_connections
-        limit = f"limit {settings.db_max_connections} - {settings.db_reserved_connections} reserved = {available}"
-    log.info(
-        "database connection budget: %d replicas x %d workers x (pool %d + overflow %d) = %d connections; %s",
-        settings.expected_replicas,
-        settings.web_concurrency,
-        settings.db_pool_size,
-        settings.db_max_overflow,
-        settings.connection_budget,
-        limit,
-        extra={"connection_budget": settings.connection_budget, "db_pgbouncer": settings.db_pgbouncer},
-    )
-
-
-def _make_sqlite_transactional(engine: Engine) -> None:
-    """Let SQLAlchemy, not pysqlite, emit BEGIN, so SAVEPOINTs and rollbacks work.
-
-    This is the recipe from SQLAlchemy's SQLite dialect documentation
-    ("Serializable isolation / Savepoints / Transactional DDL").
+    On PostgreSQL with autocommit reads, a query runs as its compiled SQL on the pool's
+    own psycopg connection: no execution context or Row objects per request, and psycopg
+    prepares a statement server-side after a few runs. Elsewhere (SQLite; behind
+    PgBouncer, where reads keep a transaction for their statement_timeout) through Core.
+    Both give rows as tuples, in the statement's column order.
     """
 
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.close()
+    def __init__(self, connection: Connection, *, on_driver: bool) -> None:
+        self.connection = connection
+        self._driver: Any = connection.connection.driver_connection if on_driver else None
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        # Deferred, so reads never wait for a writer. Two transactions that both read and
-        # then write conflict, and SQLite fails one at once: that request gets a 503 and
-        # may retry. The embedded database is for development; production is PostgreSQL.
-        connection.exec_driver_sql("BEGIN")
+    def all(self, query: Query, params: Mapping[str, Any]) -> Sequence[Values]:
+        if self._driver is None:
+            return self.connection.execute(query.statement, params).all()
+        rows: list[Values] = self._run(query, params).fetchall()
+        return rows
+
+    def first(self, query: Query, params: Mapping[str, Any]) -> Values | None:
+        if self._driver is None:
+            return self.connection.execute(query.statement, params).first()
+        row: Values | None = self._run(query, params).fetchone()
+        return row
+
+    def _run(self, query: Query, params: Mapping[str, Any]) -> Any:
+        try:
+            return self._driver.execute(query.sql, params)
+        except self.connection.dialect.loaded_dbapi.Error as exc:
+            # As Core reports it: a lost connection is invalidated and marked so, and the
+            # error handlers (503) see SQLAlchemy's exception types.
+            dialect = self.connection.dialect
+            gone = dialect.is_disconnect(exc, self._driver, None)
+            if gone:
+                self.connection.invalidate(exc)
+            raise DBAPIError.instance(
+                query.sql, dict(params), exc, dialect.loaded_dbapi.Error, connection_invalidated=gone, dialect=dialect
+            ) from exc
 
 
 class Database:
@@ -127,10 +91,12 @@ class Database:
         self.engine = engine
         self.sessionmaker: sessionmaker[Session] = sessionmaker(engine, expire_on_commit=False)
         self.read_engine = engine
-        if autocommit_reads and engine.dialect.name == "postgresql":
+        postgresql = engine.dialect.name == "postgresql"
+        if autocommit_reads and postgresql:
             # A read needs no transaction: autocommit spares the BEGIN and ROLLBACK
             # round trips. (SQLite keeps transactions: its BEGIN is emitted by us.)
             self.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.reads_on_driver = autocommit_reads and postgresql
         self.read_sessionmaker = sessionmaker(self.read_engine, expire_on_commit=False)
         self.bound: Connection | None = None
 
@@ -144,9 +110,16 @@ class Database:
         self.read_sessionmaker = self.sessionmaker
         self.bound = bind
 
-    def connect_for_reads(self) -> Connection:
-        """A Core connection (no ORM session) from the same pool, pre-pinged at checkout."""
-        return self.bound if self.bound is not None else self.read_engine.connect()
+    def reader(self, *, ping: bool = False) -> Reader:
+        """A reader on a pooled connection, pinged at checkout only if ``ping``."""
+        if self.bound is not None:
+            connection = self.bound
+        elif ping:
+            connection = self.read_engine.connect()
+        else:
+            with skipping_the_ping():
+                connection = self.read_engine.connect()
+        return Reader(connection, on_driver=self.reads_on_driver)
 
 
 def init_app(app: Flask, settings: Settings) -> Database:
@@ -179,26 +152,31 @@ def get_session(*, single_statement: bool = False) -> Session:
     return session
 
 
-def get_read_connection() -> Connection:
-    """The request's connection for plain reads (hot paths without an ORM session), on first use.
-
-    Pool pre-ping still checks it at checkout, so a database restart costs no failed request.
-    """
-    connection: Connection | None = g.get("db_read_connection")
-    if connection is None:
-        connection = g.db_read_connection = get_database().connect_for_reads()
-    return connection
+def read(query: Callable[[Reader], T]) -> T:
+    """Run ``query`` on the request's reader (opened on first use); once more if its connection was dead."""
+    reader: Reader | None = g.get("db_reader")
+    if reader is None:
+        reader = g.db_reader = get_database().reader()
+    try:
+        return query(reader)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated or reader.connection is get_database().bound:
+            raise
+        log.info("read connection lost (%s): reading again on a pinged connection", type(exc.orig).__name__)
+    _close_quietly("read connection", g.pop("db_reader").connection)
+    reader = g.db_reader = get_database().reader(ping=True)
+    return query(reader)
 
 
 def _close(_exc: BaseException | None) -> None:
     """Close what the request opened: one lookup of ``g`` (this runs after every request)."""
     request_globals = cast("LocalProxy[_AppCtxGlobals]", g)._get_current_object()
     session: Session | None = request_globals.pop("db_session", None)
-    connection: Connection | None = request_globals.pop("db_read_connection", None)
+    reader: Reader | None = request_globals.pop("db_reader", None)
     if session is not None:
         _close_quietly("database session", session)
-    if connection is not None and connection is not get_database().bound:
-        _close_quietly("read connection", connection)
+    if reader is not None and reader.connection is not get_database().bound:
+        _close_quietly("read connection", reader.connection)
 
 
 def _close_quietly(what: str, resource: Session | Connection) -> None:

@@ -11,6 +11,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -97,6 +98,8 @@ Description = Annotated[
     ),
 ]
 UtcTimestamp = Annotated[datetime, AfterValidator(_as_utc)]
+# An item's columns as the database returns them: id, title, description, created_at, updated_at.
+ItemValues = tuple[int, str, str | None, datetime, datetime]
 
 
 class _Input(BaseModel):
@@ -155,6 +158,27 @@ class ItemPage(BaseModel):
 
     items: list[ItemOut]
     next_cursor: str | None = Field(description="Pass as `cursor` to get the next page; null on the last page.")
+
+
+def item_document(values: ItemValues) -> dict[str, object]:
+    """What ``ItemOut`` holds for a row, without validating it: the values come from our database.
+
+    Written with ``dumps``, the same bytes as ``ItemOut.model_validate(values).model_dump_json()``
+    (tests/test_read_path.py compares them) at a fraction of the cost: the hot reads use it.
+    """
+    item_id, title, description, created_at, updated_at = values
+    return {
+        "id": item_id,
+        "title": title,
+        "description": description,
+        "created_at": _as_utc(created_at),
+        "updated_at": _as_utc(updated_at),
+    }
+
+
+def dumps(document: object) -> bytes:
+    """JSON as pydantic writes these models: compact, UTF-8, UTC times in RFC 3339 with "Z"."""
+    return orjson.dumps(document, option=orjson.OPT_UTC_Z)
 
 
 def encode_cursor(last_id: int) -> str:

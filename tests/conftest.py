@@ -18,7 +18,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import URL, Connection, Engine
 
 from app.config import load_settings
-from app.db import Database, build_engine
+from app.db import Database
+from app.engine import build_engine
 from app.main import create_app
 from app.migrate import upgrade
 from tests.support.auth import issue_token

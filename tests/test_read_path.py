@@ -1,14 +1,17 @@
-"""The hot reads run on a Core connection: their JSON is byte for byte what the ORM path writes."""
+"""The hot reads skip the ORM and pydantic: their JSON is byte for byte what the models write."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from app.db import get_database
 from app.models import Item
-from app.schemas import ItemOut, ItemPage, encode_cursor
+from app.schemas import ItemOut, ItemPage, ItemValues, dumps, encode_cursor, item_document
 
 
 def _orm_items(app: Flask, limit: int) -> list[Item]:
@@ -66,3 +69,24 @@ def test_reads_do_not_open_an_orm_session(app: Flask, client: FlaskClient) -> No
     assert anonymous.get("/items").status_code == 200
     assert anonymous.get("/health/ready").status_code == 200
     assert opened == []
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        datetime(2026, 12, 4, 22, 45, 35, tzinfo=UTC),  # no fraction: no ".000000"
+        datetime(2026, 12, 4, 22, 45, 35, 120, tzinfo=UTC),
+        datetime(2026, 12, 4, 23, 45, 35, 5, tzinfo=timezone(timedelta(hours=1))),  # a session time zone
+        datetime(2026, 12, 4, 22, 45, 35, 999999),  # SQLite: naive, and UTC
+    ],
+)
+@pytest.mark.parametrize("description", [None, "", 'tab\there, new\nline, CR\r, \u2028 \\ / "é"'])
+def test_an_item_document_is_written_as_pydantic_writes_the_model(stamp: datetime, description: str | None) -> None:
+    values: ItemValues = (9_223_372_036_854_775_807, "T \u00e9\U0001f600 <b>", description, stamp, stamp)
+
+    written = dumps(item_document(values))
+
+    assert (
+        written
+        == ItemOut.model_validate(dict(zip(ItemOut.model_fields, values, strict=True))).model_dump_json().encode()
+    )

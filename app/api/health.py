@@ -7,14 +7,14 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 
 from ..config import Settings
-from ..db import get_read_connection
+from ..db import Query, read
 from ..errors import ApiError
 from ..lifecycle import is_draining
 from ..openapi import operation
 from ..schemas import HealthOut, ReadinessOut
 
 bp = Blueprint("health", __name__)
-PING = text("SELECT 1")
+PING = Query(text("SELECT 1"))
 
 
 @bp.get("/health")
@@ -31,5 +31,5 @@ def ready() -> ResponseReturnValue:
     """503 while the server drains before shutting down, or when the database does not answer."""
     if is_draining():
         raise ApiError(503, "The server is shutting down.", headers={"Retry-After": "1"})
-    get_read_connection().execute(PING)
+    read(lambda reader: reader.first(PING, {}))
     return {"status": "ok", "database": "ok"}

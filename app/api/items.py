@@ -6,17 +6,27 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Response, current_app, url_for
 from flask.typing import ResponseReturnValue
-from pydantic import BaseModel
 from werkzeug.exceptions import NotFound
 from werkzeug.routing import IntegerConverter
 
 from .. import crud, idempotency
 from ..auth import require_scope
-from ..db import get_read_connection, get_session
+from ..db import get_session, read
 from ..models import Item
 from ..observability.metrics import count_item_created
 from ..openapi import operation
-from ..schemas import MAX_ID, ItemIn, ItemOut, ItemPage, ItemPatch, ListQuery, encode_cursor
+from ..schemas import (
+    MAX_ID,
+    ItemIn,
+    ItemOut,
+    ItemPage,
+    ItemPatch,
+    ItemValues,
+    ListQuery,
+    dumps,
+    encode_cursor,
+    item_document,
+)
 
 bp = Blueprint("items", __name__, url_prefix="/items")
 
@@ -46,22 +56,21 @@ def _or_404(found: T | None, item_id: int) -> T:
     return found
 
 
-def _dump(item: Item | crud.items.ItemRow) -> dict[str, object]:
+def _dump(item: Item) -> dict[str, object]:
     return ItemOut.model_validate(item).model_dump(mode="json")
 
 
-def _json(document: BaseModel) -> Response:
-    # pydantic writes the JSON itself, without a dict of Python objects in between.
-    return current_app.response_class(document.model_dump_json(), mimetype="application/json")
+def _json(document: dict[str, object]) -> Response:
+    return current_app.response_class(dumps(document), mimetype="application/json")
 
 
 @bp.get("")
 @require_scope("read")
 @operation("List items, newest first", query=ListQuery, responses={200: ItemPage}, errors=(422,), tags=("items",))
 def list_items(query: ListQuery) -> ResponseReturnValue:
-    items, more = crud.items.list_items(get_read_connection(), limit=query.limit, before_id=query.before_id)
-    next_cursor = encode_cursor(items[-1].id) if more else None
-    return _json(ItemPage.model_validate({"items": items, "next_cursor": next_cursor}, from_attributes=True))
+    items, more = read(lambda reader: crud.items.list_items(reader, limit=query.limit, before_id=query.before_id))
+    next_cursor = encode_cursor(items[-1][0]) if more else None
+    return _json({"items": [item_document(values) for values in items], "next_cursor": next_cursor})
 
 
 @bp.post("")
@@ -94,7 +103,8 @@ def create_item(body: ItemIn) -> ResponseReturnValue:
 @require_scope("read")
 @operation("Get an item", responses={200: ItemOut}, errors=(404,), tags=("items",))
 def get_item(item_id: int) -> ResponseReturnValue:
-    return _json(ItemOut.model_validate(_or_404(crud.items.read_item(get_read_connection(), item_id), item_id)))
+    values: ItemValues | None = read(lambda reader: crud.items.read_item(reader, item_id))
+    return _json(item_document(_or_404(values, item_id)))
 
 
 @bp.patch("/<item_id:item_id>")

@@ -6,39 +6,39 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
+from ..db import Query, Reader
 from ..models import Item
+from ..schemas import ItemValues
 
-# Reads that only serialize their result fetch plain rows with Core statements built once,
-# on a Core connection or a session: no ORM execution path, identity map or instance
-# state, and a statement built per request would cost more than the query, as SQLAlchemy
-# derives its cache key from the whole tree every time.
-ItemRow = Row[int, str, str | None, datetime, datetime]
+# Reads that only serialize their result fetch plain rows with statements built once: no
+# ORM execution path, identity map or instance state, and a statement built per request
+# would cost more than the query, as SQLAlchemy derives its cache key from the whole tree.
 _TABLE = Item.__table__
 _COLUMNS = (_TABLE.c.id, _TABLE.c.title, _TABLE.c.description, _TABLE.c.created_at, _TABLE.c.updated_at)
-_FIRST_PAGE = select(*_COLUMNS).order_by(_TABLE.c.id.desc()).limit(bindparam("limit"))
-_PAGE_BELOW = _FIRST_PAGE.where(_TABLE.c.id < bindparam("before_id"))
-_ONE = select(*_COLUMNS).where(_TABLE.c.id == bindparam("item_id"))
-Reader = Connection | Session
+_FIRST_PAGE_STATEMENT = select(*_COLUMNS).order_by(_TABLE.c.id.desc()).limit(bindparam("limit"))
+_FIRST_PAGE = Query(_FIRST_PAGE_STATEMENT)
+_PAGE_BELOW = Query(_FIRST_PAGE_STATEMENT.where(_TABLE.c.id < bindparam("before_id")))
+_ONE = Query(select(*_COLUMNS).where(_TABLE.c.id == bindparam("item_id")))
 
 
-def list_items(reader: Reader, *, limit: int, before_id: int | None = None) -> tuple[Sequence[ItemRow], bool]:
+def list_items(reader: Reader, *, limit: int, before_id: int | None = None) -> tuple[Sequence[ItemValues], bool]:
     """Up to ``limit`` items, newest first, below ``before_id`` (keyset pagination).
 
     Also says whether more items follow, by asking for one row more than needed.
     """
     if before_id is None:
-        rows = reader.execute(_FIRST_PAGE, {"limit": limit + 1}).all()
+        rows = reader.all(_FIRST_PAGE, {"limit": limit + 1})
     else:
-        rows = reader.execute(_PAGE_BELOW, {"limit": limit + 1, "before_id": before_id}).all()
+        rows = reader.all(_PAGE_BELOW, {"limit": limit + 1, "before_id": before_id})
     return rows[:limit], len(rows) > limit
 
 
-def read_item(reader: Reader, item_id: int) -> ItemRow | None:
+def read_item(reader: Reader, item_id: int) -> ItemValues | None:
     """An item's values, to return them; ``get_item`` for one to change."""
-    return reader.execute(_ONE, {"item_id": item_id}).first()
+    return reader.first(_ONE, {"item_id": item_id})
 
 
 def get_item(session: Session, item_id: int) -> Item | None:

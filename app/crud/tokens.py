@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Row, bindparam, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
+from ..db import Query, Reader
 from ..models import ApiToken
 
 
@@ -19,16 +20,20 @@ def create_token(session: Session, *, name: str, scope: str, key_id: str, token_
 
 
 # What authentication needs, as a Core statement built once (runs on a session or a connection).
-TokenRow = Row[str, str, str, datetime | None]
+TokenValues = tuple[str, str, str, datetime | None]
 _TABLE = ApiToken.__table__
-_FIND = select(_TABLE.c.token_hash, _TABLE.c.name, _TABLE.c.scope, _TABLE.c.revoked_at).where(
-    _TABLE.c.key_id == bindparam("key_id")
+_FIND = Query(
+    select(_TABLE.c.token_hash, _TABLE.c.name, _TABLE.c.scope, _TABLE.c.revoked_at).where(
+        _TABLE.c.key_id == bindparam("key_id")
+    )
 )
 
 
-def find_token(reader: Connection | Session, key_id: str) -> TokenRow | None:
+def find_token(reader: Reader | Session, key_id: str) -> TokenValues | None:
     """The hash, name, scope and revocation time of the token with ``key_id``."""
-    return reader.execute(_FIND, {"key_id": key_id}).one_or_none()
+    if isinstance(reader, Session):
+        return reader.execute(_FIND.statement, {"key_id": key_id}).one_or_none()
+    return reader.first(_FIND, {"key_id": key_id})
 
 
 def list_tokens(session: Session) -> Sequence[ApiToken]:

@@ -36,7 +36,7 @@ def test_an_unknown_max_connections_is_not_checked(tmp_path: Path) -> None:
 
 
 def test_the_app_logs_its_budget_at_start_up(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="app.db")
+    caplog.set_level(logging.INFO, logger="app.engine")
     config = {
         "APP_ENV": "test",
         "DATABASE_URL": "postgresql+psycopg://items@db.example:5432/items",
@@ -45,7 +45,7 @@ def test_the_app_logs_its_budget_at_start_up(caplog: pytest.LogCaptureFixture) -
     }
     app = create_app(config)
     app.extensions["database"].engine.dispose()
-    lines = [r.getMessage() for r in caplog.records if r.name == "app.db"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "app.engine"]
     assert lines == [
         "database connection budget: 3 replicas x 2 workers x (pool 5 + overflow 5) = 60 connections; "
         "limit 100 - 10 reserved = 90"

@@ -20,7 +20,7 @@ import pytest
 
 from app import __version__
 from app.config import load_settings
-from app.db import build_engine
+from app.engine import build_engine
 from app.migrate import upgrade
 from tests.conftest import app_config
 from tests.observability.support import (
