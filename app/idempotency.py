@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from flask import Response, request
 from sqlalchemy.orm import Session
 
@@ -21,6 +20,7 @@ from . import crud
 from .auth import current_principal
 from .errors import ApiError
 from .models import IDEMPOTENCY_KEY_MAX_LENGTH, IdempotencyKey
+from .schemas import dumps
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -60,7 +60,7 @@ class Claim:
             key=self.key,
             request_hash=self.request_hash,
             status=status,
-            response_body=orjson.dumps(body).decode(),
+            response_body=dumps(body).decode(),
             location=location,
         )
         crud.idempotency.save_idempotency_key(session, record)

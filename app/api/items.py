@@ -90,13 +90,13 @@ def create_item(body: ItemIn) -> ResponseReturnValue:
     claim = idempotency.claim(session)
     if claim is not None and claim.replay is not None:
         return claim.replay
-    item = crud.items.create_item(session, title=body.title, description=body.description)
-    created, location = _dump(item), url_for("items.get_item", item_id=item.id)
+    created = item_document(crud.items.create_item(session, title=body.title, description=body.description))
+    location = url_for("items.get_item", item_id=created["id"])
     if claim is not None:
         claim.remember(session, 201, created, location)
     session.commit()
     count_item_created()
-    return created, 201, {"Location": location}
+    return _json(created), 201, {"Location": location}
 
 
 @bp.get("/<item_id:item_id>")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import Table, bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
 from ..db import Query, Reader
@@ -22,6 +22,8 @@ _FIRST_PAGE_STATEMENT = select(*_COLUMNS).order_by(_TABLE.c.id.desc()).limit(bin
 _FIRST_PAGE = Query(_FIRST_PAGE_STATEMENT)
 _PAGE_BELOW = Query(_FIRST_PAGE_STATEMENT.where(_TABLE.c.id < bindparam("before_id")))
 _ONE = Query(select(*_COLUMNS).where(_TABLE.c.id == bindparam("item_id")))
+# The id and timestamps come from the database; one statement, without the ORM's unit of work.
+_INSERT = insert(cast("Table", _TABLE)).returning(*_COLUMNS)
 
 
 def list_items(reader: Reader, *, limit: int, before_id: int | None = None) -> tuple[Sequence[ItemValues], bool]:
@@ -45,11 +47,10 @@ def get_item(session: Session, item_id: int) -> Item | None:
     return session.get(Item, item_id)
 
 
-def create_item(session: Session, *, title: str, description: str | None) -> Item:
-    item = Item(title=title, description=description)
-    session.add(item)
-    session.flush()
-    return item
+def create_item(session: Session, *, title: str, description: str | None) -> ItemValues:
+    """Insert an item; its values as stored."""
+    values: ItemValues = session.execute(_INSERT, {"title": title, "description": description}).one()
+    return values
 
 
 def update_item(session: Session, item: Item, changes: Mapping[str, Any]) -> Item:
