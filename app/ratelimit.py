@@ -1,24 +1,29 @@
-"""Rate limits (the ``limits`` library, fixed window): per token when authenticated, else per address.
+"""Rate limits (fixed windows, as the ``limits`` library counts them): per token when authenticated, else per address.
 
-Counters live in Redis in production so every worker and replica shares them: one
-atomic ``INCR`` (limits' Lua script, one round trip) per configured limit and request.
-Accuracy with Redis up: exact, at most the limit per window and key across all replicas
-(a fixed window: a burst across a window boundary can reach twice the limit in one
-window's length). If Redis fails, requests keep being served, limited per process in
-memory (then up to the limit per process), and the failure is logged: an outage of the
-limiter must not become an outage of the API. Redis is tried again after 1, 2, 4 ... 32 s.
+Counters live in Redis in production so every worker and replica shares them: one Lua
+call increments every counter a request counts against (a write: the general and the
+write limit), so a request costs one Redis round trip whatever the number of limits.
+Each counter works as limits' fixed window: the first hit starts it (``EXPIRE``), and the
+same keys. Accuracy with Redis up: exact, at most the limit per window and key across all
+replicas (a fixed window: a burst across a window boundary can reach twice the limit in
+one window's length). If Redis fails, requests keep being served, limited per process in
+memory (limits' own storage; then up to the limit per process), and the failure is
+logged: an outage of the limiter must not become an outage of the API. Redis is tried
+again after 1, 2, 4 ... 32 s.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
+import redis
 from flask import Flask, current_app, request
 from limits import RateLimitItem, parse_many
-from limits.errors import StorageError
-from limits.storage import MemoryStorage, RedisStorage, Storage
+from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
 
 from .auth import current_principal
@@ -42,12 +47,43 @@ class Breach:
     retry_after: int
 
 
-class RateLimiter:
-    """Fixed-window counters in shared storage, with a per-process fallback while it fails."""
+class SharedWindows:
+    """Fixed-window counters in Redis: all of a request's counters in one round trip."""
 
-    def __init__(self, storage: Storage, reads: list[RateLimitItem], writes: list[RateLimitItem]) -> None:
-        self.shared = FixedWindowRateLimiter(storage) if not isinstance(storage, MemoryStorage) else None
-        self.local = FixedWindowRateLimiter(MemoryStorage() if self.shared is not None else storage)
+    # INCR every key; the first hit of a window sets its expiry (what limits' own script does).
+    SCRIPT = """
+    local counts = {}
+    for i, key in ipairs(KEYS) do
+        local count = redis.call("INCR", key)
+        if count == 1 then
+            redis.call("EXPIRE", key, ARGV[i])
+        end
+        counts[i] = count
+    end
+    return counts
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str = KEY_PREFIX) -> None:
+        self.client = client
+        self.prefix = prefix
+        self._hit_all = client.register_script(self.SCRIPT)
+
+    def hit(self, limits: Sequence[RateLimitItem], key: str, scope: str) -> Breach | None:
+        keys = [f"{self.prefix}:{limit.key_for(key, scope)}" for limit in limits]
+        counts = self._hit_all(keys=keys, args=[limit.get_expiry() for limit in limits])
+        for limit, name, count in zip(limits, keys, counts, strict=True):
+            if count > limit.amount:
+                seconds_left = cast("int", self.client.ttl(name))
+                return Breach(limit, max(1, seconds_left))
+        return None
+
+
+class RateLimiter:
+    """Counters shared through Redis, with a per-process fallback (in memory) while it fails."""
+
+    def __init__(self, shared: SharedWindows | None, reads: list[RateLimitItem], writes: list[RateLimitItem]) -> None:
+        self.shared = shared
+        self.local = FixedWindowRateLimiter(MemoryStorage())
         self.reads = reads
         self.writes = [*reads, *writes]  # a write counts against both
         self._shared_again_at = 0.0  # monotonic time from which to try the shared storage again
@@ -57,32 +93,29 @@ class RateLimiter:
         """Count one request of ``key`` on ``endpoint``; the breached limit, if any."""
         scope = endpoint or UNMATCHED
         limits = self.writes if scope in WRITE_ENDPOINTS else self.reads
-        limiter = self._limiter()
-        try:
-            return self._hit(limiter, limits, key, scope)
-        except StorageError as exc:
-            self._storage_failed(exc)
-            return self._hit(self.local, limits, key, scope)
-
-    def _limiter(self) -> FixedWindowRateLimiter:
         if self.shared is None or (self._shared_again_at and time.monotonic() < self._shared_again_at):
-            return self.local
-        return self.shared
-
-    def _hit(self, limiter: FixedWindowRateLimiter, limits: list[RateLimitItem], key: str, scope: str) -> Breach | None:
-        for limit in limits:
-            if not limiter.hit(limit, key, scope):
-                reset_at = limiter.get_window_stats(limit, key, scope).reset_time
-                return Breach(limit, max(1, int(reset_at - time.time())))
-        if limiter is self.shared and self._shared_again_at:
+            return self._hit_locally(limits, key, scope)
+        try:
+            breach = self.shared.hit(limits, key, scope)
+        except redis.RedisError as exc:
+            self._storage_failed(exc)
+            return self._hit_locally(limits, key, scope)
+        if self._shared_again_at:
             log.info("rate limit storage answers again: limits are shared again")
             self._shared_again_at, self._backoff = 0.0, 1.0
+        return breach
+
+    def _hit_locally(self, limits: list[RateLimitItem], key: str, scope: str) -> Breach | None:
+        for limit in limits:
+            if not self.local.hit(limit, key, scope):
+                reset_at = self.local.get_window_stats(limit, key, scope).reset_time
+                return Breach(limit, max(1, int(reset_at - time.time())))
         return None
 
-    def _storage_failed(self, exc: StorageError) -> None:
+    def _storage_failed(self, exc: redis.RedisError) -> None:
         log.warning(
             "rate limit storage unreachable (%s): limiting per process for %.0f s",
-            type(exc.storage_error).__name__,
+            type(exc).__name__,
             self._backoff,
         )
         self._shared_again_at = time.monotonic() + self._backoff
@@ -106,16 +139,14 @@ def _check() -> None:
         raise ApiError(429, f"Rate limit exceeded: {breach.limit}.", headers={"Retry-After": str(breach.retry_after)})
 
 
-def build_storage(settings: Settings) -> Storage:
+def shared_windows(settings: Settings) -> SharedWindows | None:
+    """Counters in Redis when REDIS_URL is set; None: each process counts alone."""
     if not settings.redis_url:
-        return MemoryStorage()
-    return RedisStorage(
-        settings.redis_url,
-        key_prefix=KEY_PREFIX,
-        wrap_exceptions=True,
-        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-        socket_timeout=REDIS_TIMEOUT_SECONDS,
+        return None
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=REDIS_TIMEOUT_SECONDS, socket_timeout=REDIS_TIMEOUT_SECONDS
     )
+    return SharedWindows(client)
 
 
 def init_app(app: Flask, settings: Settings) -> RateLimiter | None:
@@ -123,7 +154,7 @@ def init_app(app: Flask, settings: Settings) -> RateLimiter | None:
     if not settings.rate_limit_enabled:
         return None
     limiter = RateLimiter(
-        build_storage(settings), parse_many(settings.rate_limit), parse_many(settings.rate_limit_writes)
+        shared_windows(settings), parse_many(settings.rate_limit), parse_many(settings.rate_limit_writes)
     )
     app.extensions["rate_limiter"] = limiter
     app.before_request(_check)

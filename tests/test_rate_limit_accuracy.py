@@ -1,5 +1,6 @@
 """The limiter's stated accuracy against real Redis: exact across instances and threads,
-one Redis round trip per limit, and back to shared limits after an outage."""
+one Redis round trip per request whatever its number of limits, and back to shared
+limits after an outage."""
 
 from __future__ import annotations
 
@@ -10,26 +11,22 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 from limits import parse, parse_many
-from limits.errors import StorageError
-from limits.storage import MemoryStorage, RedisStorage
 
 from app import ratelimit
-from app.ratelimit import KEY_PREFIX, RateLimiter
+from app.ratelimit import KEY_PREFIX, RateLimiter, SharedWindows
 from tests.support.redis_db import redis_url as _redis_url
 
 
-def _storage(url: str) -> RedisStorage:
-    return RedisStorage(url, key_prefix=f"{KEY_PREFIX}-test-{uuid.uuid4().hex}", wrap_exceptions=True)
+def _storage(url: str, prefix: str | None = None) -> SharedWindows:
+    """Counters of their own (a fresh prefix) in the test Redis, on a client of their own."""
+    return SharedWindows(redis.Redis.from_url(url), prefix or f"{KEY_PREFIX}-test-{uuid.uuid4().hex}")
 
 
 def test_many_instances_hitting_at_once_admit_exactly_the_limit() -> None:
     url = _redis_url()
     # Four "replicas" (each its own storage and connection pool), eight threads each.
     prefix = f"{KEY_PREFIX}-test-{uuid.uuid4().hex}"
-    limiters = [
-        RateLimiter(RedisStorage(url, key_prefix=prefix, wrap_exceptions=True), parse_many("50 per minute"), [])
-        for _ in range(4)
-    ]
+    limiters = [RateLimiter(_storage(url, prefix), parse_many("50 per minute"), []) for _ in range(4)]
 
     def hit(n: int) -> bool:
         return limiters[n % 4].hit("addr:198.51.100.7", "items.list_items") is None
@@ -40,11 +37,11 @@ def test_many_instances_hitting_at_once_admit_exactly_the_limit() -> None:
     assert admitted == 50
 
 
-def test_a_read_costs_one_redis_round_trip_and_a_write_one_per_limit() -> None:
+def test_a_read_and_a_write_with_two_limits_each_cost_one_redis_round_trip() -> None:
     storage = _storage(_redis_url())
     limiter = RateLimiter(storage, parse_many("100 per minute"), parse_many("10 per minute"))
     calls: list[tuple[object, ...]] = []
-    connection = storage.get_connection()
+    connection = storage.client
     original = connection.execute_command
 
     def counting(*args: object, **options: object) -> object:
@@ -59,7 +56,18 @@ def test_a_read_costs_one_redis_round_trip_and_a_write_one_per_limit() -> None:
     assert [call[0] for call in calls] == ["EVALSHA"]
     calls.clear()
     limiter.hit("addr:a", "items.create_item")
-    assert [call[0] for call in calls] == ["EVALSHA", "EVALSHA"]
+    assert [call[0] for call in calls] == ["EVALSHA"]
+
+
+@pytest.mark.parametrize(("general", "writes"), [("5 per minute", "2 per minute"), ("2 per minute", "5 per minute")])
+def test_a_write_counts_against_both_limits_and_the_lower_one_holds(general: str, writes: str) -> None:
+    limiter = RateLimiter(_storage(_redis_url()), parse_many(general), parse_many(writes))
+
+    results = [limiter.hit("addr:w", "items.create_item") for _ in range(3)]
+
+    assert results[:2] == [None, None]
+    assert results[2] is not None
+    assert results[2].limit == parse("2 per minute")
 
 
 def test_the_breach_says_when_to_retry() -> None:
@@ -89,8 +97,8 @@ def test_after_an_outage_it_limits_per_process_then_shares_again(
     assert limiter.shared is not None
     shared_hit = limiter.shared.hit
 
-    def down(*_: object, **__: object) -> bool:
-        raise StorageError(redis.ConnectionError("down"))
+    def down(*_: object, **__: object) -> object:
+        raise redis.ConnectionError("down")
 
     monkeypatch.setattr(limiter.shared, "hit", down)
     now = [1000.0]
@@ -110,8 +118,8 @@ def test_after_an_outage_it_limits_per_process_then_shares_again(
     assert any("shared again" in message for message in messages), messages
 
 
-def test_without_redis_the_memory_storage_is_the_only_one() -> None:
-    limiter = RateLimiter(MemoryStorage(), parse_many("1 per minute"), [])
+def test_without_redis_each_process_counts_in_memory() -> None:
+    limiter = RateLimiter(None, parse_many("1 per minute"), [])
 
     assert limiter.shared is None
     assert limiter.hit("addr:f", "items.list_items") is None
