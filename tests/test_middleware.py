@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 from flask import Flask, Response
+from flask import app as flask_app
 from sqlalchemy import URL, Connection
 
 from app.main import create_app
@@ -51,3 +53,18 @@ def test_behind_a_trusted_proxy_the_minted_request_id_is_still_one(database_url:
 
     assert response.headers.getlist("X-Request-ID") == [response.get_json()["request_id"]]
     app.extensions["database"].engine.dispose()
+
+
+def test_whether_a_view_is_async_is_asked_once_not_per_request(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[object] = []
+    real = flask_app.iscoroutinefunction
+    monkeypatch.setattr(flask_app, "iscoroutinefunction", lambda func: asked.append(func) or real(func))
+    client = app.test_client()
+
+    assert client.get("/health").status_code == 200
+    first = len(asked)
+    for _ in range(3):
+        assert client.get("/health").status_code == 200
+
+    assert first > 0
+    assert len(asked) == first
