@@ -17,7 +17,7 @@ from flask.typing import ResponseReturnValue
 
 from . import crud
 from .config import Settings
-from .db import SAFE_METHODS, get_session, read
+from .db import read
 from .errors import ApiError
 
 TOKEN_PATTERN = re.compile(r"itm_(?P<key_id>[0-9a-f]{16})_[A-Za-z0-9_-]{43}")
@@ -95,11 +95,8 @@ def _load_principal() -> None:
     key_id = match["key_id"]
     found = cache.get(key_id)
     if found is None:
-        # A read looks it up on the connection its query will use; a write in its transaction.
-        if request.method in SAFE_METHODS:
-            token = read(lambda reader: crud.tokens.find_token(reader, key_id))
-        else:
-            token = crud.tokens.find_token(get_session(), key_id)
+        # On the request's reader, which its read (or single-statement write) then uses too.
+        token = read(lambda reader: crud.tokens.find_token(reader, key_id))
         if token is None:
             return
         token_hash, name, scope, revoked_at = token

@@ -1,4 +1,4 @@
-"""The database of one app, per request: a session for writes, a reader for reads.
+"""The database of one app, per request: a reader for reads and single-statement writes, a session for the rest.
 
 Reads take a pooled connection without the pool's ping (a round trip per request). If
 that connection turns out dead (the database restarted, or the link was cut and came
@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
-from flask import Flask, current_app, g, has_request_context, request
+from flask import Flask, current_app, g
 from flask.ctx import _AppCtxGlobals
 from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects.postgresql import psycopg as postgresql_psycopg
@@ -26,7 +26,6 @@ from werkzeug.local import LocalProxy
 from .config import Settings
 from .engine import build_engine, skipping_the_ping
 
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _POSTGRESQL = postgresql_psycopg.dialect()  # type: ignore[no-untyped-call]
 
 T = TypeVar("T")
@@ -55,6 +54,7 @@ class Reader:
 
     def __init__(self, connection: Connection, *, on_driver: bool) -> None:
         self.connection = connection
+        self.autocommit = on_driver  # the driver path is taken exactly where reads run in autocommit
         self._driver: Any = connection.connection.driver_connection if on_driver else None
 
     def all(self, query: Query, params: Mapping[str, Any]) -> Sequence[Values]:
@@ -85,7 +85,7 @@ class Reader:
 
 
 class Database:
-    """The engine, the session factories and the read connections of one application."""
+    """The engine, the session factory and the readers of one application."""
 
     def __init__(self, engine: Engine, *, autocommit_reads: bool = True) -> None:
         self.engine = engine
@@ -97,7 +97,6 @@ class Database:
             # round trips. (SQLite keeps transactions: its BEGIN is emitted by us.)
             self.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.reads_on_driver = autocommit_reads and postgresql
-        self.read_sessionmaker = sessionmaker(self.read_engine, expire_on_commit=False)
         self.bound: Connection | None = None
 
     def bind(self, bind: Connection) -> None:
@@ -107,7 +106,6 @@ class Database:
         each test, and even a ``commit()`` in the code under test cannot escape it.
         """
         self.sessionmaker = sessionmaker(bind=bind, join_transaction_mode="create_savepoint", expire_on_commit=False)
-        self.read_sessionmaker = self.sessionmaker
         self.bound = bind
 
     def reader(self, *, ping: bool = False) -> Reader:
@@ -136,18 +134,10 @@ def get_database() -> Database:
     return database
 
 
-def get_session(*, single_statement: bool = False) -> Session:
-    """The session of the current request, opened on first use; autocommit for reads.
-
-    ``single_statement``: the caller's write is one statement, atomic on its own, so it may
-    run in autocommit too (no BEGIN and COMMIT round trips), unless the request already
-    opened its session in a transaction.
-    """
+def get_session() -> Session:
+    """The session of the current request (its transaction), opened on first use."""
     if "db_session" not in g:
-        database = get_database()
-        reading = has_request_context() and request.method in SAFE_METHODS
-        factory = database.read_sessionmaker if reading or single_statement else database.sessionmaker
-        g.db_session = factory()
+        g.db_session = get_database().sessionmaker()
     session: Session = g.db_session
     return session
 
@@ -166,6 +156,24 @@ def read(query: Callable[[Reader], T]) -> T:
     _close_quietly("read connection", g.pop("db_reader").connection)
     reader = g.db_reader = get_database().reader(ping=True)
     return query(reader)
+
+
+def write_alone(statement: Callable[[Reader], T]) -> T:
+    """Run one write that is atomic on its own (one INSERT ... RETURNING); committed when this returns.
+
+    It runs on the request's reader: in autocommit on PostgreSQL, elsewhere in a transaction
+    committed here. Unlike a read it is never run twice (the first try may have been applied
+    before the connection broke), so a connection not used yet by the request is pinged at
+    checkout, as for every write; one the request has used (its token lookup) is alive.
+    """
+    database = get_database()
+    reader: Reader | None = g.get("db_reader")
+    if reader is None:
+        reader = g.db_reader = database.reader(ping=True)
+    result = statement(reader)
+    if not reader.autocommit and reader.connection is not database.bound:
+        reader.connection.commit()
+    return result
 
 
 def _close(_exc: BaseException | None) -> None:

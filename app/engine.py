@@ -19,7 +19,6 @@ from sqlalchemy.exc import InvalidatePoolError
 from .config import Settings
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 5
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Unacknowledged data for this long means the database host is gone (libpq setting).
 TCP_USER_TIMEOUT_MS = 10_000
 

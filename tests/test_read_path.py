@@ -1,4 +1,4 @@
-"""The hot reads skip the ORM and pydantic: their JSON is byte for byte what the models write."""
+"""The hot paths skip the ORM and pydantic: their JSON is byte for byte what the models write."""
 
 from __future__ import annotations
 
@@ -51,24 +51,27 @@ def test_list_is_byte_for_byte_the_orm_objects_json(app: Flask, client: FlaskCli
     assert response.data == expected.model_dump_json().encode()
 
 
-def test_reads_do_not_open_an_orm_session(app: Flask, client: FlaskClient) -> None:
+def test_reads_and_a_create_without_idempotency_key_open_no_orm_session(app: Flask, client: FlaskClient) -> None:
     _make_items(client)
+    item_id = _orm_items(app, 1)[0].id
     opened: list[object] = []
     sessions = app.extensions["database"]
-    original = sessions.read_sessionmaker
+    original = sessions.sessionmaker
 
     def counting() -> object:
         opened.append(1)
         return original()
 
-    sessions.read_sessionmaker = counting
-    item_id = _orm_items(app, 1)[0].id
+    sessions.sessionmaker = counting
     anonymous = app.test_client()
 
     assert anonymous.get(f"/items/{item_id}").status_code == 200
     assert anonymous.get("/items").status_code == 200
     assert anonymous.get("/health/ready").status_code == 200
+    assert client.post("/items", json={"title": "one statement"}).status_code == 201
     assert opened == []
+    assert client.post("/items", json={"title": "keyed"}, headers={"Idempotency-Key": "k-1"}).status_code == 201
+    assert opened == [1]  # a keyed create keeps its transaction (the key and the item together)
 
 
 @pytest.mark.parametrize(

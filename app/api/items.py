@@ -11,7 +11,7 @@ from werkzeug.routing import IntegerConverter
 
 from .. import crud, idempotency
 from ..auth import require_scope
-from ..db import get_session, read
+from ..db import get_session, read, write_alone
 from ..models import Item
 from ..observability.metrics import count_item_created
 from ..openapi import operation
@@ -85,16 +85,30 @@ def list_items(query: ListQuery) -> ResponseReturnValue:
     tags=("items",),
 )
 def create_item(body: ItemIn) -> ResponseReturnValue:
-    # Without an idempotency key the create is one INSERT ... RETURNING: no transaction needed.
-    session = get_session(single_statement=not idempotency.requested())
+    title, description = body.title, body.description
+    if not idempotency.requested():
+        # One INSERT ... RETURNING, atomic on its own: no session, no transaction.
+        created = item_document(
+            write_alone(lambda writer: crud.items.create_item(writer, title=title, description=description))
+        )
+        return _created(created, _location(created))
+    session = get_session()
     claim = idempotency.claim(session)
     if claim is not None and claim.replay is not None:
         return claim.replay
-    created = item_document(crud.items.create_item(session, title=body.title, description=body.description))
-    location = url_for("items.get_item", item_id=created["id"])
+    created = item_document(crud.items.create_item(session, title=title, description=description))
+    location = _location(created)
     if claim is not None:
         claim.remember(session, 201, created, location)
     session.commit()
+    return _created(created, location)
+
+
+def _location(created: dict[str, object]) -> str:
+    return url_for("items.get_item", item_id=created["id"])
+
+
+def _created(created: dict[str, object], location: str) -> ResponseReturnValue:
     count_item_created()
     return _json(created), 201, {"Location": location}
 

@@ -23,7 +23,11 @@ _FIRST_PAGE = Query(_FIRST_PAGE_STATEMENT)
 _PAGE_BELOW = Query(_FIRST_PAGE_STATEMENT.where(_TABLE.c.id < bindparam("before_id")))
 _ONE = Query(select(*_COLUMNS).where(_TABLE.c.id == bindparam("item_id")))
 # The id and timestamps come from the database; one statement, without the ORM's unit of work.
-_INSERT = insert(cast("Table", _TABLE)).returning(*_COLUMNS)
+_CREATE = Query(
+    insert(cast("Table", _TABLE))
+    .values(title=bindparam("title"), description=bindparam("description"))
+    .returning(*_COLUMNS)
+)
 
 
 def list_items(reader: Reader, *, limit: int, before_id: int | None = None) -> tuple[Sequence[ItemValues], bool]:
@@ -47,10 +51,16 @@ def get_item(session: Session, item_id: int) -> Item | None:
     return session.get(Item, item_id)
 
 
-def create_item(session: Session, *, title: str, description: str | None) -> ItemValues:
+def create_item(writer: Reader | Session, *, title: str, description: str | None) -> ItemValues:
     """Insert an item; its values as stored."""
-    values: ItemValues = session.execute(_INSERT, {"title": title, "description": description}).one()
-    return values
+    params = {"title": title, "description": description}
+    if isinstance(writer, Session):
+        stored: ItemValues = writer.execute(_CREATE.statement, params).one()
+        return stored
+    row = writer.first(_CREATE, params)
+    if row is None:
+        raise RuntimeError("INSERT ... RETURNING returned no row")
+    return row
 
 
 def update_item(session: Session, item: Item, changes: Mapping[str, Any]) -> Item:

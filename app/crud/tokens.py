@@ -29,10 +29,8 @@ _FIND = Query(
 )
 
 
-def find_token(reader: Reader | Session, key_id: str) -> TokenValues | None:
+def find_token(reader: Reader, key_id: str) -> TokenValues | None:
     """The hash, name, scope and revocation time of the token with ``key_id``."""
-    if isinstance(reader, Session):
-        return reader.execute(_FIND.statement, {"key_id": key_id}).one_or_none()
     return reader.first(_FIND, {"key_id": key_id})
 
 

@@ -20,9 +20,11 @@ from tests.support.auth import bearer, issue_token
 pytestmark = pytest.mark.postgresql_only
 
 
-@pytest.fixture
-def app(fresh_database_url: URL) -> Iterator[Flask]:
-    app = create_app(app_config(fresh_database_url, READS_REQUIRE_AUTH=True, TOKEN_CACHE_SECONDS=0))
+@pytest.fixture(params=[0, 5], ids=["token looked up", "token cached"])
+def app(fresh_database_url: URL, request: pytest.FixtureRequest) -> Iterator[Flask]:
+    # Looked up: the token's SELECT is the request's first statement; cached: the query or write is.
+    settings = app_config(fresh_database_url, READS_REQUIRE_AUTH=True, TOKEN_CACHE_SECONDS=request.param)
+    app = create_app(settings)
     upgrade(app.extensions["database"].engine)
     yield app
     app.extensions["database"].engine.dispose()
