@@ -3,6 +3,7 @@
 Run: gunicorn --config gunicorn.conf.py "app.main:create_app()"
 """
 
+import gc
 import os
 import shutil
 import sys
@@ -92,6 +93,17 @@ def on_starting(server: "Arbiter") -> None:
     """Start the metrics from zero: files left by an earlier run would be added to this one's."""
     for stale in _metrics_dir.glob("*.db"):
         stale.unlink()
+
+
+def pre_fork(server: "Arbiter", worker: "Worker") -> None:
+    """Keep the preloaded app's objects shared with the workers: out of the garbage collector's reach.
+
+    A full collection in a worker writes to every object it tracks, which copies each page
+    of the app's imported objects into that worker (measured: private memory per worker
+    16 -> 40 MB about three minutes into a load). Frozen objects are never collected
+    (Python's ``gc.freeze``, documented for this use: call it right before fork).
+    """
+    gc.freeze()
 
 
 def child_exit(server: "Arbiter", worker: "Worker") -> None:
