@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 class Query:
-    """A read statement built once: Core for any database, and its PostgreSQL SQL compiled once."""
+    """A statement built once: Core for any database, and its PostgreSQL SQL compiled once."""
 
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
@@ -43,9 +43,9 @@ class Query:
 
 
 class Reader:
-    """The request's read connection.
+    """The request's connection for reads and single-statement writes (not its session).
 
-    On PostgreSQL with autocommit reads, a query runs as its compiled SQL on the pool's
+    On PostgreSQL with autocommit reads, a statement runs as its compiled SQL on the pool's
     own psycopg connection: no execution context or Row objects per request, and psycopg
     prepares a statement server-side after a few runs. Elsewhere (SQLite; behind
     PgBouncer, where reads keep a transaction for their statement_timeout) through Core.
@@ -54,7 +54,9 @@ class Reader:
 
     def __init__(self, connection: Connection, *, on_driver: bool) -> None:
         self.connection = connection
-        self.autocommit = on_driver  # the driver path is taken exactly where reads run in autocommit
+        # The driver path is taken exactly where the connection is in autocommit (outside the
+        # tests' bound connection, which write_alone never commits).
+        self.autocommit = on_driver
         self._driver: Any = connection.connection.driver_connection if on_driver else None
 
     def all(self, query: Query, params: Mapping[str, Any]) -> Sequence[Values]:

@@ -3,8 +3,8 @@
 Counters live in Redis in production so every worker and replica shares them: one Lua
 call increments every counter a request counts against (a write: the general and the
 write limit), so a request costs one Redis round trip whatever the number of limits.
-Each counter works as limits' fixed window: the first hit starts it (``EXPIRE``), and the
-same keys. Accuracy with Redis up: exact, at most the limit per window and key across all
+Each counter is limits' fixed window under limits' key: the first hit starts the window
+(``EXPIRE``). Accuracy with Redis up: exact, at most the limit per window and key across all
 replicas (a fixed window: a burst across a window boundary can reach twice the limit in
 one window's length). If Redis fails, requests keep being served, limited per process in
 memory (limits' own storage; then up to the limit per process), and the failure is

@@ -19,7 +19,7 @@ def create_token(session: Session, *, name: str, scope: str, key_id: str, token_
     return token
 
 
-# What authentication needs, as a Core statement built once (runs on a session or a connection).
+# What authentication needs, as a statement built once (runs on the request's reader).
 TokenValues = tuple[str, str, str, datetime | None]
 _TABLE = ApiToken.__table__
 _FIND = Query(
