@@ -1,6 +1,6 @@
-"""The limiter's stated accuracy against real Redis: exact across instances and threads,
-one Redis round trip per request whatever its number of limits, and back to shared
-limits after an outage."""
+"""The limiter's stated accuracy against real Redis: exact up to the batch, bounded above it,
+across instances and threads; at most one Redis round trip per request whatever its number
+of limits, one per batch far below the limit; back to shared limits after an outage."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import redis
 from limits import parse, parse_many
 
 from app import ratelimit
-from app.ratelimit import KEY_PREFIX, RateLimiter, SharedWindows
+from app.ratelimit import KEY_PREFIX, LOCAL_BATCH, RateLimiter, SharedWindows
 from tests.support.redis_db import redis_url as _redis_url
 
 
@@ -22,24 +22,33 @@ def _storage(url: str, prefix: str | None = None) -> SharedWindows:
     return SharedWindows(redis.Redis.from_url(url), prefix or f"{KEY_PREFIX}-test-{uuid.uuid4().hex}")
 
 
-def test_many_instances_hitting_at_once_admit_exactly_the_limit() -> None:
+def _admitted_by_instances(limit: str, instances: int, hits: int) -> int:
+    """``hits`` requests of one client spread over ``instances`` "replicas" (each its own
+    storage and connection pool), eight threads at once; how many were admitted."""
     url = _redis_url()
-    # Four "replicas" (each its own storage and connection pool), eight threads each.
     prefix = f"{KEY_PREFIX}-test-{uuid.uuid4().hex}"
-    limiters = [RateLimiter(_storage(url, prefix), parse_many("50 per minute"), []) for _ in range(4)]
+    limiters = [RateLimiter(_storage(url, prefix), parse_many(limit), []) for _ in range(instances)]
 
     def hit(n: int) -> bool:
-        return limiters[n % 4].hit("addr:198.51.100.7", "items.list_items") is None
+        return limiters[n % instances].hit("addr:198.51.100.7", "items.list_items") is None
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        admitted = sum(pool.map(hit, range(200)))
-
-    assert admitted == 50
+        return sum(pool.map(hit, range(hits)))
 
 
-def test_a_read_and_a_write_with_two_limits_each_cost_one_redis_round_trip() -> None:
+def test_a_limit_of_at_most_the_batch_is_exact_across_instances_and_threads() -> None:
+    assert _admitted_by_instances(f"{LOCAL_BATCH} per minute", instances=4, hits=200) == LOCAL_BATCH
+
+
+def test_above_the_batch_at_most_batch_minus_one_per_instance_pass_over_the_limit() -> None:
+    admitted = _admitted_by_instances("200 per minute", instances=4, hits=600)
+
+    assert 200 <= admitted <= 200 + 4 * (LOCAL_BATCH - 1)
+
+
+def test_a_request_costs_at_most_one_round_trip_and_far_below_the_limit_one_per_batch() -> None:
     storage = _storage(_redis_url())
-    limiter = RateLimiter(storage, parse_many("100 per minute"), parse_many("10 per minute"))
+    limiter = RateLimiter(storage, parse_many("100000 per minute"), parse_many("10000 per minute"))
     calls: list[tuple[object, ...]] = []
     connection = storage.client
     original = connection.execute_command
@@ -49,14 +58,15 @@ def test_a_read_and_a_write_with_two_limits_each_cost_one_redis_round_trip() -> 
         return original(*args, **options)
 
     connection.execute_command = counting  # type: ignore[method-assign]
-    limiter.hit("addr:a", "items.list_items")  # first use loads the script (EVALSHA, then EVAL once)
+    limiter.hit("addr:a", "items.get_item")  # first use loads the script (EVALSHA, then EVAL once)
     calls.clear()
 
-    limiter.hit("addr:a", "items.list_items")
-    assert [call[0] for call in calls] == ["EVALSHA"]
+    for _ in range(2 * LOCAL_BATCH):
+        assert limiter.hit("addr:a", "items.list_items") is None
+    assert [call[0] for call in calls] == ["EVALSHA", "EVALSHA"]  # the first hit, then one per batch
     calls.clear()
-    limiter.hit("addr:a", "items.create_item")
-    assert [call[0] for call in calls] == ["EVALSHA"]
+    assert limiter.hit("addr:a", "items.create_item") is None
+    assert [call[:3] for call in calls] == [("EVALSHA", storage._hit_all.sha, 2)]  # both limits, one call
 
 
 @pytest.mark.parametrize(("general", "writes"), [("5 per minute", "2 per minute"), ("2 per minute", "5 per minute")])

@@ -80,6 +80,8 @@ class WireCount:
 
 def _wire(url: URL, trace_dir: Path, **settings: object) -> tuple[Flask, WireCount]:
     app = create_app(app_config(url, REDIS_URL=_redis_url(), RATE_LIMIT="1000 per minute", **settings))
+    # Every hit to Redis (no batching), so that each request shows its limiter round trip.
+    app.extensions["rate_limiter"].shared.batch = 1
     upgrade(app.extensions["database"].engine)
     app.extensions["database"].engine.dispose()  # only connections opened from here on are traced
     return app, WireCount(app, trace_dir)
