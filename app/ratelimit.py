@@ -154,8 +154,11 @@ class SharedWindows:
                 window = self._windows.get(name)
                 if window is None:
                     self._windows[name] = _Window(now + left_ms / 1000, count)
-                else:  # in place: hits admitted meanwhile by other threads stay pending
-                    window.ends_at, window.known = now + left_ms / 1000, count
+                else:
+                    # Trips of several threads may come back out of order: within a window the
+                    # count only grows, so keep the highest (fewer hits admitted alone).
+                    window.known = max(window.known, count) if now < window.ends_at else count
+                    window.ends_at = now + left_ms / 1000
                 if breach is None and count > limit.amount:
                     breach = Breach(limit, max(1, math.ceil(left_ms / 1000)))
         return breach
