@@ -18,13 +18,13 @@ import time
 from dataclasses import dataclass
 
 import redis
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, after_this_request, current_app
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import crud
 from .config import Settings
 from .db import get_database
-from .idempotency import HEADER, TTL
+from .idempotency import TTL
 
 # A fixed pg_advisory_xact_lock id ("idem" "prun" in ASCII), apart from the per-key locks.
 PRUNE_LOCK_ID = 0x6964656D7072756E
@@ -96,15 +96,21 @@ def _prune_logged(app: Flask) -> None:
                 log.info("pruned %d expired idempotency key(s)", pruned)
 
 
-def _after_keyed_create(response: Response) -> Response:
-    if response.status_code != 201 or request.endpoint != "items.create_item" or HEADER not in request.headers:
-        return response
-    schedule: PruneSchedule = current_app.extensions[EXTENSION]
-    if schedule.due():
-        # After the response has gone out: the client never waits for a prune.
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
+def after_keyed_create() -> None:
+    """Called by a keyed create that stored its item: prune after the response if it is due.
+
+    The prune runs once the response has gone out (``call_on_close``): the client never
+    waits for it.
+    """
+    schedule: PruneSchedule | None = current_app.extensions.get(EXTENSION)
+    if schedule is None or not schedule.due():
+        return
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    @after_this_request
+    def _prune_when_closed(response: Response) -> Response:
         response.call_on_close(lambda: _prune_logged(app))
-    return response
+        return response
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -112,4 +118,3 @@ def init_app(app: Flask, settings: Settings) -> None:
         app.extensions[EXTENSION] = PruneSchedule(
             float(settings.idempotency_prune_interval_seconds), settings.redis_url
         )
-        app.after_request(_after_keyed_create)

@@ -9,7 +9,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import NotFound
 from werkzeug.routing import IntegerConverter
 
-from .. import crud, idempotency
+from .. import crud, idempotency, idempotency_prune
 from ..auth import require_scope
 from ..db import get_session, read, write_alone
 from ..models import Item
@@ -101,6 +101,7 @@ def create_item(body: ItemIn) -> ResponseReturnValue:
     if claim is not None:
         claim.remember(session, 201, created, location)
     session.commit()
+    idempotency_prune.after_keyed_create()
     return _created(created, location)
 
 
