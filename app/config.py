@@ -88,9 +88,9 @@ class Settings(BaseSettings):
     db_connect_timeout: Int = Field(2, ge=1, le=60)
     db_statement_timeout_ms: Int = Field(5000, ge=0, le=600_000)
     # DATABASE_URL points at PgBouncer in transaction mode: no server-side prepared
-    # statements, no startup options (app/db.py says why).
+    # statements, no startup options (app/engine.py says why).
     db_pgbouncer: bool = False
-    # The connection budget (README "Scaling"), enforced when DB_MAX_CONNECTIONS is set.
+    # The connection budget (docs/scaling.md), enforced when DB_MAX_CONNECTIONS is set.
     expected_replicas: Int = Field(1, ge=1, le=1000)
     db_max_connections: Int = Field(0, ge=0, le=100_000)
     db_reserved_connections: Int = Field(10, ge=0, le=10_000)
