@@ -8,6 +8,7 @@ another container or pod, is keyed and logged by its own address.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -27,8 +28,11 @@ class TrustedProxyFix:
         self.app = app
         self.fixed = ProxyFix(app, x_for=hops, x_proto=hops)
         self.allowed = allowed
+        # The answer per peer address, not parsed again per request (behind a proxy every
+        # request comes from the same few peers).
+        self._trusted = functools.lru_cache(maxsize=1024)(self._check)
 
-    def _trusted(self, peer: str | None) -> bool:
+    def _check(self, peer: str | None) -> bool:
         if self.allowed is None:
             return True
         try:
