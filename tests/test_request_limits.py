@@ -23,21 +23,16 @@ PROBLEM = "application/problem+json"
 ONE_MB_QUERY = "&".join(f"p{i}=1&p{i}=2" for i in range(60_000))[:1_000_000]
 
 
-def test_a_one_megabyte_repeated_parameter_query_gets_a_small_414_quickly(app: Flask) -> None:
-    # The environ is built by hand: the test client's own URL handling of 1 MiB takes
-    # longer than the app, and would be timed instead of it.
+def test_a_one_megabyte_repeated_parameter_query_gets_a_small_414_not_a_parse(app: Flask) -> None:
+    # The environ is built by hand: the test client's own URL handling of 1 MiB is slow.
     environ = EnvironBuilder(path="/items").get_environ()
     environ["QUERY_STRING"] = ONE_MB_QUERY
-    run_wsgi_app(app, EnvironBuilder(path="/items/0").get_environ(), buffered=True)  # first-request set-up
-    started = time.perf_counter()
     body, status, headers = run_wsgi_app(app, environ, buffered=True)
-    elapsed = time.perf_counter() - started
     data = b"".join(body)
+    # Parsed, the query would be a 3.5 MB 422 listing every repeated parameter.
     assert status.startswith("414")
     assert headers["Content-Type"] == PROBLEM
     assert len(data) < 1024
-    # A bound, not a speed measurement: about 1 ms; what fails without the cap is the size.
-    assert elapsed < 1.0, f"{elapsed:.3f} s"
 
 
 def test_a_query_string_at_the_limit_is_parsed_and_one_byte_more_is_414(app: Flask, client: FlaskClient) -> None:
@@ -129,7 +124,7 @@ def _send_raw(server: ServerProcess, payload: bytes, timeout: float = 30) -> tup
         return answer, elapsed
 
 
-def test_gunicorn_refuses_a_multi_megabyte_request_line_in_bounded_time_and_memory(server: ServerProcess) -> None:
+def test_gunicorn_refuses_a_multi_megabyte_request_line_without_reading_it_into_memory(server: ServerProcess) -> None:
     worker = _worker_pid(server)
     before = _peak_rss_kib(worker)
     line = b"GET /items?" + b"limit=1&" * (8 * 1024 * 1024 // 8) + b" HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -137,8 +132,7 @@ def test_gunicorn_refuses_a_multi_megabyte_request_line_in_bounded_time_and_memo
     grown_kib = _peak_rss_kib(worker) - before
     print(f"8 MiB request line: {answer[:12]!r} after {elapsed:.3f} s; worker peak RSS +{grown_kib} KiB")
     assert answer.startswith(b"HTTP/1.1 414"), answer[:200]
-    assert elapsed < 1.0
-    assert grown_kib < 4096
+    assert grown_kib < 4096  # unbounded, an 8 MiB line cost the worker about 40 MB (and seconds)
     assert server.get("/health")[0] == 200
 
 
@@ -152,6 +146,5 @@ def test_gunicorn_answers_an_over_long_query_below_its_limit_with_the_apps_probl
 @pytest.mark.parametrize(("count", "size"), [(80, 10), (2, 20_000)], ids=["too-many-fields", "too-long-field"])
 def test_gunicorn_bounds_the_header_block(server: ServerProcess, count: int, size: int) -> None:
     headers = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * size) for i in range(count))
-    answer, elapsed = _send_raw(server, b"GET /health HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+    answer, _ = _send_raw(server, b"GET /health HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
     assert answer.startswith((b"HTTP/1.1 400", b"HTTP/1.1 431")), answer[:200]
-    assert elapsed < 1.0
