@@ -52,11 +52,13 @@ class Reader:
     Both give rows as tuples, in the statement's column order.
     """
 
-    def __init__(self, connection: Connection, *, on_driver: bool) -> None:
+    def __init__(self, connection: Connection, *, on_driver: bool, owned: bool = True) -> None:
         self.connection = connection
-        # The driver path is taken exactly where the connection is in autocommit (outside the
-        # tests' bound connection, which write_alone never commits).
+        # The driver path is taken exactly where the connection is in autocommit.
         self.autocommit = on_driver
+        # False for the tests' bound connection: its transaction is the test's, so a reader
+        # on it never commits, retries or closes it.
+        self.owned = owned
         self._driver: Any = connection.connection.driver_connection if on_driver else None
 
     def all(self, query: Query, params: Mapping[str, Any]) -> Sequence[Values]:
@@ -113,8 +115,8 @@ class Database:
     def reader(self, *, ping: bool = False) -> Reader:
         """A reader on a pooled connection, pinged at checkout only if ``ping``."""
         if self.bound is not None:
-            connection = self.bound
-        elif ping:
+            return Reader(self.bound, on_driver=self.reads_on_driver, owned=False)
+        if ping:
             connection = self.read_engine.connect()
         else:
             with skipping_the_ping():
@@ -152,7 +154,7 @@ def read(query: Callable[[Reader], T]) -> T:
     try:
         return query(reader)
     except DBAPIError as exc:
-        if not exc.connection_invalidated or reader.connection is get_database().bound:
+        if not exc.connection_invalidated or not reader.owned:
             raise
         log.info("read connection lost (%s): reading again on a pinged connection", type(exc.orig).__name__)
     _close_quietly("read connection", g.pop("db_reader").connection)
@@ -168,12 +170,11 @@ def write_alone(statement: Callable[[Reader], T]) -> T:
     before the connection broke), so a connection not used yet by the request is pinged at
     checkout, as for every write; one the request has used (its token lookup) is alive.
     """
-    database = get_database()
     reader: Reader | None = g.get("db_reader")
     if reader is None:
-        reader = g.db_reader = database.reader(ping=True)
+        reader = g.db_reader = get_database().reader(ping=True)
     result = statement(reader)
-    if not reader.autocommit and reader.connection is not database.bound:
+    if not reader.autocommit and reader.owned:
         reader.connection.commit()
     return result
 
@@ -185,7 +186,7 @@ def _close(_exc: BaseException | None) -> None:
     reader: Reader | None = request_globals.pop("db_reader", None)
     if session is not None:
         _close_quietly("database session", session)
-    if reader is not None and reader.connection is not get_database().bound:
+    if reader is not None and reader.owned:
         _close_quietly("read connection", reader.connection)
 
 
