@@ -1,7 +1,7 @@
 # Items API image. Stages: `builder` installs the pinned dependencies into a
 # virtualenv; `dev` (docker/docker-compose.local.yml) runs Flask's reloading
 # debug server on bind-mounted source; `runtime` (the default, last stage) is the
-# production image: the venv, the code, gunicorn, a non-root user.
+# production image: the venv, the code, the server (granian), a non-root user.
 #
 #   docker build -t project-01-container-api --build-arg GIT_SHA="$(git rev-parse HEAD)" .
 #
@@ -51,7 +51,7 @@ CMD ["flask", "--app", "app.main:create_app", "run", "--debug", "--host", "0.0.0
 FROM base AS runtime
 COPY --from=builder /opt/venv /opt/venv
 # Owned by root and read-only to the app user: the process cannot rewrite its code.
-COPY gunicorn.conf.py alembic.ini ./
+COPY alembic.ini ./
 COPY migrations/ migrations/
 COPY app/ app/
 USER 10001:10001
@@ -68,10 +68,10 @@ ARG VERSION=0.1.0
 ENV GIT_SHA=$GIT_SHA
 ARG SOURCE_URL=https://gitlab.com/namespace/project-01-container-api
 LABEL org.opencontainers.image.title="project-01-container-api" \
-      org.opencontainers.image.description="Items API: Flask + PostgreSQL, served by gunicorn" \
+      org.opencontainers.image.description="Items API: Flask + PostgreSQL, served by granian" \
       org.opencontainers.image.source=$SOURCE_URL \
       org.opencontainers.image.revision=$GIT_SHA \
       org.opencontainers.image.version=$VERSION
-# Exec form: gunicorn is PID 1, gets SIGTERM and drains in-flight requests
-# within GUNICORN_GRACEFUL_TIMEOUT.
-CMD ["gunicorn", "--config", "gunicorn.conf.py", "app.main:create_app()"]
+# Exec form: the server (app/server.py) is PID 1, gets SIGTERM, drains for
+# SHUTDOWN_DRAIN_SECONDS and lets in-flight requests finish within GRACEFUL_TIMEOUT.
+CMD ["python", "-m", "app.server"]

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 FLASK := $(BIN)/flask --app app.main:create_app
 HOST ?= 127.0.0.1
 PORT ?= 8000
-# Settings come from the environment only, for `flask` as for gunicorn (python-dotenv,
+# Settings come from the environment only, for `flask` as for the server (python-dotenv,
 # which pydantic-settings brings, would make `flask` alone read a .env file).
 export FLASK_SKIP_DOTENV := 1
 
@@ -17,7 +17,7 @@ help:
 	@echo "make run              serve the API on http://$(HOST):$(PORT) (SQLite unless DATABASE_URL is set)"
 	@echo "make test             run the whole test suite (PostgreSQL if it answers, and SQLite)"
 	@echo "make lint             ruff (lint + format check) and mypy"
-	@echo "make serve            run the production server (gunicorn) locally"
+	@echo "make serve            run the production server (app/server.py: granian) locally"
 	@echo "make container-test   build the image and run both compose stacks on a private Docker engine"
 	@echo "make replicas-test    3 api replicas behind Caddy under load: one stopped and started again (root)"
 	@echo "make deploy-test      deploy.sh rolls releases under load, 1 and 3 replicas, no failed request (root)"
@@ -43,7 +43,7 @@ run: migrate
 	$(FLASK) run --debug --host $(HOST) --port $(PORT)
 
 serve: migrate
-	$(BIN)/gunicorn --config gunicorn.conf.py "app.main:create_app()"
+	PORT=$(PORT) $(BIN)/python -m app.server --host $(HOST)
 
 test: venv
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     # Reverse proxies in front of the app whose X-Forwarded-For/-Proto are believed (Caddy: 1).
     trusted_proxy_hops: Int = Field(0, ge=0, le=5)
     git_sha: Annotated[str, _casefold(upper=False)] = "unknown"
-    # Set by gunicorn.conf.py: workers share metrics through files in this directory.
+    # Set by app/server.py: workers share metrics through files in this directory.
     metrics_dir: Path | None = Field(None, validation_alias="prometheus_multiproc_dir")
     auth_disabled: bool = False
     reads_require_auth: bool = False
@@ -109,14 +109,18 @@ class Settings(BaseSettings):
     rate_limit: str = "600 per minute"
     rate_limit_writes: str = "120 per minute"
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
-    # The production HTTP server (gunicorn.conf.py).
+    # The production HTTP server (app/server.py): worker processes, Python threads in each.
     port: Int = Field(8000, ge=1, le=65535)
     web_concurrency: Int = Field(2, ge=1, le=64)
-    gunicorn_threads: Int = Field(1, ge=1, le=64)
-    gunicorn_timeout: Int = Field(30, ge=1, le=3600)
-    gunicorn_graceful_timeout: Int = Field(20, ge=1, le=3600)
-    gunicorn_keepalive: Int = Field(5, ge=0, le=3600)
-    # Peers whose X-Forwarded-* headers are believed (app and gunicorn): addresses or networks, or "*".
+    server_threads: Int = Field(1, ge=1, le=64)
+    # A worker whose requests in flight have not moved for this long is killed and replaced.
+    worker_timeout: Int = Field(30, ge=1, le=3600)
+    # After the drain: how long in-flight requests may take before the workers are killed.
+    graceful_timeout: Int = Field(20, ge=1, le=3600)
+    # An idle keep-alive connection (and a client slow to send its headers) is closed after
+    # this long; 0 turns keep-alive off. Proxies in front must time out idle ones sooner.
+    keepalive_seconds: Int = Field(30, ge=0, le=60)
+    # Peers whose X-Forwarded-* headers are believed: addresses or networks, or "*".
     forwarded_allow_ips: str = "127.0.0.1"
     shutdown_drain_seconds: Int = Field(3, ge=0, le=60)
 

@@ -1,8 +1,9 @@
 """Bounds on what the app parses from a URL, and on how much a 4xx reports back.
 
-The production server refuses request lines over 8 KiB itself (gunicorn.conf.py); below
-that, the app refuses query strings over ``MAX_QUERY_STRING_BYTES`` with a problem+json
-414 before anything parses them, so no query costs more than a few KiB of work.
+The production server refuses request targets over 64 KiB and heads (request line and
+headers) over about 64 KiB itself (app/server.py); below that, the app refuses query
+strings over ``MAX_QUERY_STRING_BYTES`` with a problem+json 414 before anything parses
+them, so no query costs more than a few KiB of work.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from flask import Flask, current_app, request
 
 from .errors import ApiError
 
-# gunicorn's largest request line (and header line). MAX_QUERY_STRING_BYTES stays below
-# it (at most 6 KiB), so the app, not the server, answers the over-long queries it sees.
-SERVER_REQUEST_LINE_LIMIT = 8190
+# The longest request target the server's HTTP parser (hyper, in granian) passes on; a
+# longer one gets its own plain 414. MAX_QUERY_STRING_BYTES stays far below it (at most
+# 6 KiB), so the app, not the server, answers the over-long queries clients send.
+SERVER_REQUEST_TARGET_LIMIT = 65_534
 
 
 def _check_query_string() -> None:

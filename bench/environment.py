@@ -11,8 +11,8 @@ from pathlib import Path
 
 from .load import wrk_version
 
-APP_PACKAGES = ("flask", "werkzeug", "sqlalchemy", "psycopg", "pydantic", "orjson", "gunicorn")
-BENCH_PACKAGES = ("granian", "psycopg-pool")
+APP_PACKAGES = ("flask", "werkzeug", "sqlalchemy", "psycopg", "pydantic", "orjson", "granian")
+BENCH_PACKAGES = ("gunicorn", "psycopg-pool")
 
 
 def machine() -> dict[str, str]:

@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--endpoints", default="list_first,get_item,create_item")
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
-    parser.add_argument("--api-server", choices=("gunicorn", "granian"), default="gunicorn")
+    parser.add_argument(
+        "--api-server", choices=("granian",), default="granian", help="the production server (app/server.py)"
+    )
     parser.add_argument("--api-workers", type=int, default=2)
     parser.add_argument("--api-threads", type=int, default=1)
     parser.add_argument("--api-env", action="append", default=[], metavar="NAME=VALUE")

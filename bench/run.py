@@ -38,7 +38,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--items", type=int, default=10_000, help="items to seed")
     parser.add_argument("--endpoints", default=",".join(e.key for e in load.ENDPOINTS))
-    parser.add_argument("--api-server", choices=("gunicorn", "granian"), default="gunicorn")
+    parser.add_argument(
+        "--api-server", choices=("granian",), default="granian", help="the production server (app/server.py)"
+    )
     parser.add_argument("--api-workers", type=int, default=2)
     parser.add_argument("--api-threads", type=int, default=1)
     parser.add_argument(

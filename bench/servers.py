@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.server import ServerProcess, gunicorn_command
+from tests.support.server import ServerProcess, server_command
 
 REDIS_ADDRESS = ("127.0.0.1", 6379)
 # A limit the load never reaches: the limiter's work (a Redis round trip) is measured, not its 429s.
@@ -64,6 +64,8 @@ class ServerSpec:
         }
 
     def describe(self) -> str:
+        if self.role == "api":
+            return f"app/server.py (granian WSGI), {self.workers} workers x {self.threads} threads"
         if self.server == "granian":
             return f"granian WSGI, {self.workers} workers x {self.threads} blocking threads"
         kind = "sync" if self.threads == 1 else "gthread"
@@ -82,22 +84,19 @@ def api_spec(
     database_url: str,
     extra_env: dict[str, str],
 ) -> ServerSpec:
-    """The API with its production configuration (APP_ENV=production, the production server)."""
+    """The API with its production configuration: APP_ENV=production, the production server (app/server.py)."""
+    if server != "granian":
+        raise ValueError(f"the API runs on its production server (granian, app/server.py), not {server}")
     settings = {
         "APP_ENV": "production",
         "PORT": str(port),
         "WEB_CONCURRENCY": str(workers),
-        "GUNICORN_THREADS": str(threads),
+        "SERVER_THREADS": str(threads),
         **rate_limit_env(),
         **extra_env,
     }
     env = {**os.environ, **settings, "DATABASE_URL": database_url, "SECRET_KEY": secrets.token_urlsafe(48)}
-    if server == "gunicorn":
-        command = gunicorn_command(port, python=str(app_venv / "bin" / "python"))
-    else:
-        # Same app, same dependency pins (bench/requirements.txt includes requirements.txt).
-        command = [*_granian(bench_venv, port, workers, threads), "--factory", "app.main:create_app"]
-        env["PYTHONPATH"] = str(app_root)
+    command = server_command(python=str(app_venv / "bin" / "python"))
     return ServerSpec("api", server, workers, threads, port, command, env, app_root, settings)
 
 
@@ -112,7 +111,7 @@ def ceiling_spec(
             "--bind",
             f"127.0.0.1:{port}",
             "--worker-tmp-dir",
-            "/dev/shm",  # noqa: S108 (as gunicorn.conf.py)
+            "/dev/shm",  # noqa: S108 (heartbeat files: no disk stalls)
             "ceiling:app",
         ]
     else:

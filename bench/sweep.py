@@ -2,7 +2,7 @@
 
 Vary one side's server, the other side stays as the control:
 
-    python -m bench.sweep --api gunicorn:2x1 gunicorn:2x4 granian:2x2
+    python -m bench.sweep --api granian:2x1 granian:2x2 granian:4x1
     python -m bench.sweep --ceiling granian:2x2 gunicorn:2x1 gunicorn:2x4
 
 ``SERVER:WORKERSxTHREADS``; arguments after ``--`` go to every ``bench.run``. Prints one

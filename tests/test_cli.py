@@ -19,7 +19,7 @@ from sqlalchemy import URL
 from app.config import variable_names
 from tests.support.databases import url_string
 from tests.support.redis_db import redis_url
-from tests.support.server import gunicorn
+from tests.support.server import production_server
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Word for word as the README gives them (the venv is the one running this test).
@@ -73,7 +73,7 @@ def _run_the_readme(env: dict[str, str], tmp_path: Path) -> None:
     assert token.startswith("itm_")
     assert "\n" not in token
 
-    with gunicorn(tmp_path, **env) as server:
+    with production_server(tmp_path, **env) as server:
         request = urllib.request.Request(  # noqa: S310 (a loopback URL)
             f"{server.base_url}/items",
             data=json.dumps(EXAMPLE_ITEM).encode(),

@@ -149,7 +149,7 @@ def test_outside_production_a_missing_secret_gets_a_random_one(instance_path: Pa
 def test_server_settings_default_to_two_workers_on_port_8000(instance_path: Path) -> None:
     server = load_settings(instance_path=instance_path, environ={})
 
-    assert (server.port, server.web_concurrency, server.gunicorn_graceful_timeout) == (8000, 2, 20)
+    assert (server.port, server.web_concurrency, server.graceful_timeout) == (8000, 2, 20)
 
 
 def test_server_settings_are_cast_strictly(instance_path: Path) -> None:
@@ -159,21 +159,21 @@ def test_server_settings_are_cast_strictly(instance_path: Path) -> None:
 
 @pytest.mark.parametrize("raw", ["1.0", "1_000", " 2x", "true"])
 def test_integers_are_plain_ascii_digits(instance_path: Path, raw: str) -> None:
-    with pytest.raises(ConfigError, match="GUNICORN_THREADS"):
-        load_settings(instance_path=instance_path, environ={"GUNICORN_THREADS": raw})
+    with pytest.raises(ConfigError, match="SERVER_THREADS"):
+        load_settings(instance_path=instance_path, environ={"SERVER_THREADS": raw})
 
 
 def test_the_process_environment_is_read_and_overrides_win(
     instance_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DB_POOL_SIZE", "7")
-    monkeypatch.setenv("GUNICORN_KEEPALIVE", "9")
+    monkeypatch.setenv("KEEPALIVE_SECONDS", "9")
     monkeypatch.setenv("DATABASE_URL", "postgres://u@h/d")
     monkeypatch.setenv("CORS_ORIGINS", "https://a.example,https://b.example")
 
     settings = load_settings({"DB_POOL_SIZE": "3"}, instance_path=instance_path)
 
-    assert (settings.db_pool_size, settings.gunicorn_keepalive) == (3, 9)
+    assert (settings.db_pool_size, settings.keepalive_seconds) == (3, 9)
     assert settings.database_url.drivername == "postgresql+psycopg"
     assert settings.cors_origins == ("https://a.example", "https://b.example")
 

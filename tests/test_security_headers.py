@@ -13,7 +13,7 @@ from sqlalchemy import URL, Connection
 
 from app.main import create_app
 from tests.conftest import app_config
-from tests.support.server import gunicorn
+from tests.support.server import production_server
 from tests.support.tcp import free_port
 
 
@@ -114,14 +114,14 @@ def test_cors_allows_only_configured_origins(database_url: URL, connection: Conn
 
 
 @pytest.fixture
-def production_server(tmp_path: Path) -> Iterator[str]:
-    """The real gunicorn with the production config file (on SQLite: APP_ENV=test)."""
-    with gunicorn(tmp_path) as server:
+def production_url(tmp_path: Path) -> Iterator[str]:
+    """The real production server (app/server.py; on SQLite: APP_ENV=test)."""
+    with production_server(tmp_path) as server:
         yield server.base_url
 
 
-def test_the_production_server_reveals_no_versions(production_server: str) -> None:
-    with urllib.request.urlopen(f"{production_server}/health", timeout=5) as response:  # noqa: S310 (loopback)
+def test_the_production_server_reveals_no_versions(production_url: str) -> None:
+    with urllib.request.urlopen(f"{production_url}/health", timeout=5) as response:  # noqa: S310 (loopback)
         server_header = response.headers.get("Server", "")
         body = response.read().decode()
 

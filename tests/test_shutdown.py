@@ -6,11 +6,11 @@ import signal
 import time
 from pathlib import Path
 
-from tests.support.server import gunicorn
+from tests.support.server import production_server
 
 
 def test_sigterm_drains_then_exits_cleanly(tmp_path: Path) -> None:
-    with gunicorn(tmp_path, SHUTDOWN_DRAIN_SECONDS="3", WEB_CONCURRENCY="2") as server:
+    with production_server(tmp_path, SHUTDOWN_DRAIN_SECONDS="3", WEB_CONCURRENCY="2") as server:
         assert server.get("/health/ready")[0] == 200
 
         server.process.send_signal(signal.SIGTERM)

@@ -83,7 +83,7 @@ def prod_test_env() -> dict[str, str]:
         # Above the proxy's 1MB, so only the proxy can refuse a 2 MB body.
         "MAX_CONTENT_LENGTH": str(4 * 1024 * 1024),
         "WEB_CONCURRENCY": "2",
-        "GUNICORN_GRACEFUL_TIMEOUT": "20",
+        "GRACEFUL_TIMEOUT": "20",
     }
 
 
@@ -202,7 +202,7 @@ def test_prod_proxy_serves_plain_http_when_domain_is_empty_and_the_domain_otherw
     assert site_address("api.example.com") == "api.example.com"
 
 
-def test_dockerfile_pins_its_base_and_runs_gunicorn_in_exec_form() -> None:
+def test_dockerfile_pins_its_base_and_runs_the_server_in_exec_form() -> None:
     parser = DockerfileParser(path=str(DOCKERFILE))
     bases = {instr["value"].split()[0] for instr in parser.structure if instr["instruction"] == "FROM"}
     stage_names = {m.group(1) for m in re.finditer(r"(?im)^FROM\s+\S+\s+AS\s+(\S+)", parser.content)}
@@ -210,7 +210,7 @@ def test_dockerfile_pins_its_base_and_runs_gunicorn_in_exec_form() -> None:
     assert external == {"python:3.11.14-slim-bookworm"}, external
     assert not parser.content.lstrip().startswith("# syntax"), "a syntax directive would pull a frontend image"
     last_stage = parser.content.rsplit("\nFROM ", 1)[1]
-    assert re.search(r'(?m)^CMD \["gunicorn", "--config", "gunicorn.conf.py"', last_stage)
+    assert re.search(r'(?m)^CMD \["python", "-m", "app.server"\]', last_stage)
     healthcheck = next(i["value"] for i in parser.structure if i["instruction"] == "HEALTHCHECK")
     assert "urllib" in healthcheck
     assert "curl" not in healthcheck
@@ -252,7 +252,7 @@ def test_build_context_keeps_git_secrets_venvs_and_tests_out(standins: None, tmp
     ).stdout.split()
     docker("rmi", "items-api-context-probe")
     entries = {path.removeprefix("/context/") for path in listing}
-    assert {"app", "migrations", "requirements.txt", "gunicorn.conf.py", "alembic.ini"} <= entries
+    assert {"app", "migrations", "requirements.txt", "alembic.ini"} <= entries
     leaked = {e for e in entries if re.match(r"(\.git|\.env|\.venv|tests|docker|bench|instance)(/|$)", e)}
     assert not leaked, leaked
     assert not any("__pycache__" in e for e in entries)
@@ -267,7 +267,7 @@ def test_image_runs_as_non_root_with_healthcheck_port_8000_and_exec_form_cmd(run
     assert "urllib" in " ".join(config["Healthcheck"]["Test"])
     assert "8000/tcp" in config["ExposedPorts"]
     assert config["Entrypoint"] is None
-    assert config["Cmd"][0] == "gunicorn", config["Cmd"]  # not ["/bin/sh", "-c", ...]
+    assert config["Cmd"] == ["python", "-m", "app.server"], config["Cmd"]  # not ["/bin/sh", "-c", ...]
     env = dict(item.split("=", 1) for item in config["Env"])
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
     assert env["PYTHONUNBUFFERED"] == "1"
@@ -501,7 +501,7 @@ class TestProductionStack:
     def test_api_runs_as_non_root(self, prod_stack: Compose) -> None:
         container = prod_stack.container("api")
         assert prod_stack("exec", "-T", "api", "id", "-u").stdout.strip() == str(APP_UID)
-        # Every process (gunicorn master and workers), not only the one exec starts.
+        # Every process (the server and its workers), not only the one exec starts.
         top = docker("top", container, "-o", "pid,user,args").stdout.splitlines()[1:]
         assert top
         assert {line.split()[1] for line in top} <= {str(APP_UID), "app"}, top
@@ -547,17 +547,17 @@ class TestProductionStack:
     def test_docker_stop_drains_the_api_within_the_grace_period(self, prod_stack: Compose) -> None:
         container = prod_stack.container("api")
         grace = inspect(container)["Config"]["StopTimeout"]
-        assert grace == 30, "stop_grace_period must outlast GUNICORN_GRACEFUL_TIMEOUT (20 s)"
+        assert grace == 30, "stop_grace_period must outlast SHUTDOWN_DRAIN_SECONDS + GRACEFUL_TIMEOUT (3 + 20 s)"
         started = time.monotonic()
         docker("stop", container, timeout=grace + 30)  # no -t: the compose grace period applies
         elapsed = time.monotonic() - started
         record("docker stop of the api", f"{elapsed:.1f} s (grace period {grace} s)")
         state = inspect(container)["State"]
-        assert state["ExitCode"] == 0, "gunicorn did not exit cleanly on SIGTERM"
+        assert state["ExitCode"] == 0, "the server did not exit cleanly on SIGTERM"
         assert elapsed < grace
         output = docker("logs", container)
         logs = output.stdout + output.stderr
-        assert "Handling signal: term" in logs
+        assert "SIGTERM: draining" in logs
         assert not re.search(r'\[ERROR\]|"(level|levelname|severity)": ?"(ERROR|CRITICAL)"', logs), logs[-2000:]
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from proofs.reliability.checks import Result
 from tests.support.postgres import Cluster, run_cluster
-from tests.support.server import ServerProcess, gunicorn_command, migrate_and_issue_token, production_env
+from tests.support.server import ServerProcess, migrate_and_issue_token, production_env, server_command
 from tests.support.tcp import free_port
 
 HERE = Path(__file__).resolve().parent
@@ -71,7 +71,7 @@ def make_stack(cluster: Cluster, workdir: Path, name: str, db_port: int | None =
     env = production_env(cluster.url(name, db_port), port, workdir)
     # Migrations and tokens go straight to the database, not through a proxy the test may cut.
     token = migrate_and_issue_token({**env, "DATABASE_URL": cluster.url(name)}, f"reliability-{name}")
-    return Stack(cluster, name, token, ServerProcess(gunicorn_command(port), env, port, workdir))
+    return Stack(cluster, name, token, ServerProcess(server_command(), env, port, workdir))
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from urllib.parse import quote, urlencode
 
 import schemathesis
 
-from app.request_limits import SERVER_REQUEST_LINE_LIMIT
+from app.request_limits import SERVER_REQUEST_TARGET_LIMIT
 from app.schemas import decode_cursor, encode_cursor
 
 HEADER = "Idempotency-Key"
@@ -31,17 +31,17 @@ _REQUEST_LINE_OVERHEAD = 64
 
 
 def _within_the_server_request_line_limit(case: Any) -> None:
-    """Cut over-long query values so the request line fits the server's limit (8190 bytes).
+    """Cut over-long query values so the request target fits the server's limit (65,534 bytes).
 
-    A longer line never reaches the app: gunicorn refuses it with its own HTML 414, by
-    design (tests/test_request_limits.py checks it against the real server), outside the
-    OpenAPI contract. Queries between MAX_QUERY_STRING_BYTES and that limit still reach the
+    A longer one never reaches the app: the server refuses it with its own plain 414, by
+    design (tests/test_request_limits.py checks the server's bounds), outside the OpenAPI
+    contract. Queries between MAX_QUERY_STRING_BYTES and that limit still reach the
     app, so its problem+json 414 stays fuzzed.
     """
     query = case.query
     if not query:
         return
-    budget = SERVER_REQUEST_LINE_LIMIT - _REQUEST_LINE_OVERHEAD - len(quote(case.formatted_path))
+    budget = SERVER_REQUEST_TARGET_LIMIT - _REQUEST_LINE_OVERHEAD - len(quote(case.formatted_path))
     while len(urlencode(query, doseq=True)) > budget:
         name = max(query, key=lambda key: len(str(query[key])))
         value = query[name]

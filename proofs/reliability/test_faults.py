@@ -205,7 +205,7 @@ def test_sigterm_drains_in_flight_requests(
         time.sleep(WARMUP_SECONDS)
         with ReadinessProbe(server.port) as probe, psycopg.connect(stack.dsn) as locker:
             sent = server.terminate()
-            stop_at = sent + DRAIN_SECONDS  # when gunicorn passes SIGTERM on to its workers
+            stop_at = sent + DRAIN_SECONDS  # when the server passes SIGTERM on to its workers
             time.sleep(max(0.0, stop_at - LOCK_WAIT_SECONDS - time.monotonic()))
             in_flight = _hold_inserts(cluster, stack, locker)
             time.sleep(max(0.0, stop_at + LOCK_HOLD_SECONDS - time.monotonic()))

@@ -26,11 +26,11 @@ from stack import (
     HTTP_PORT,
     REPLICAS,
     Replica,
-    gunicorn_stop,
     psql,
     replicas,
     replicas_env,
     served_by,
+    server_stop,
     wait_for_log,
 )
 
@@ -120,7 +120,7 @@ def stack(compose: Compose) -> Iterator[Compose]:
         record(f"production stack up -d --wait --scale api={REPLICAS}", f"{took:.1f} s")
         caddy = compose("exec", "-T", "proxy", "caddy", "version").stdout.split()[0]
         REPORT.heading = (
-            f"Replica proof: {REPLICAS} api replicas x {env['WEB_CONCURRENCY']} gunicorn workers behind Caddy "
+            f"Replica proof: {REPLICAS} api replicas x {env['WEB_CONCURRENCY']} server workers behind Caddy "
             f"{caddy}; 3 reader + 3 writer threads on 127.0.0.1:{HTTP_PORT}"
         )
         yield compose
@@ -198,9 +198,9 @@ class TestReplicas:
         ok = [o for o in load.outcomes if o.ok]
         REPORT.phase(f"(b) docker stop {victim.name} mid-load", load.outcomes, errors, share(ok, owners, reps))
         REPORT.stop(victim.name, sigterm, exited, errors, len(after_sigterm), load)
-        timeline = gunicorn_stop(victim)
+        timeline = server_stop(victim)
         if timeline is not None:
-            REPORT.gunicorn(timeline[0] - sigterm_epoch, timeline[1] - sigterm_epoch)
+            REPORT.server(timeline[0] - sigterm_epoch, timeline[1] - sigterm_epoch)
         assert state["ExitCode"] == 0, state
         assert not state["OOMKilled"], state
         assert exited - sigterm >= DRAIN_S, "the replica did not drain before stopping"
@@ -212,7 +212,7 @@ class TestReplicas:
             assert errors.first_sent is not None
             assert errors.last_done is not None
             # Nothing fails while the replica drains (it still serves), only once
-            # gunicorn closes its socket, and not long after the replica is gone.
+            # the server closes its socket, and not long after the replica is gone.
             assert errors.first_sent >= sigterm + DRAIN_S - 0.5, f"an error while draining: {errors}"
             assert errors.last_done <= exited + GONE_S, f"errors went on after the replica was gone: {errors}"
 

@@ -61,9 +61,9 @@ class Report:
             f"with their Idempotency-Key, {replayed} answered as replays, {len(load.gave_up)} given up",
         ]
 
-    def gunicorn(self, term_s: float, shutdown_s: float) -> None:
+    def server(self, term_s: float, shutdown_s: float) -> None:
         self.notes.append(
-            f"(b) in its log: SIGTERM handled at {term_s:+.2f} s, master shut down at {shutdown_s:+.2f} s "
+            f"(b) in its log: SIGTERM handled at {term_s:+.2f} s, server shut down at {shutdown_s:+.2f} s "
             "(the rest of the exit is Docker's)"
         )
 

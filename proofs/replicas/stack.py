@@ -69,17 +69,21 @@ def access_log(replica: Replica) -> set[str]:
     return seen
 
 
-def gunicorn_stop(replica: Replica) -> tuple[float, float] | None:
-    """Epoch seconds of the replica's last "Handling signal: term" and "Shutting down: Master"."""
+SIGTERM_EVENT = "SIGTERM: draining"  # app/server.py, when the drain starts
+SHUTDOWN_EVENT = "Granian shutdown completed"  # the server, once its workers are gone
+
+
+def server_stop(replica: Replica) -> tuple[float, float] | None:
+    """Epoch seconds of the replica's last SIGTERM line and the server's "shutdown completed" after it."""
     output = docker("logs", replica.id, timeout=60)
     term = shutdown = None
     for line in (output.stdout + output.stderr).splitlines():
-        if line.startswith("{") and ('"Handling signal: term"' in line or '"Shutting down: Master"' in line):
+        if line.startswith("{") and (SIGTERM_EVENT in line or SHUTDOWN_EVENT in line):
             record = json.loads(line)
             stamp = datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00")).timestamp()
-            if record["event"] == "Handling signal: term":
+            if str(record["event"]).startswith(SIGTERM_EVENT):
                 term, shutdown = stamp, None
-            else:
+            elif str(record["event"]).startswith(SHUTDOWN_EVENT):
                 shutdown = stamp
     return (term, shutdown) if term is not None and shutdown is not None else None
 

@@ -130,12 +130,12 @@ def test_the_hpa_owns_the_replica_count_and_the_pdb_leaves_room_to_drain(objects
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
 
-def test_termination_grace_covers_the_prestop_pause_and_gunicorns_drain(objects: list[Manifest]) -> None:
+def test_termination_grace_covers_the_prestop_pause_and_the_servers_drain(objects: list[Manifest]) -> None:
     spec = pod_spec(one(objects, "Deployment", "items-api"))
     pause = spec["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
-    graceful = load_settings(environ={**config_data(objects), **PRODUCTION_SECRETS}).gunicorn_graceful_timeout
+    settings = load_settings(environ={**config_data(objects), **PRODUCTION_SECRETS})
     assert pause >= 5
-    assert spec["terminationGracePeriodSeconds"] > pause + graceful
+    assert spec["terminationGracePeriodSeconds"] > pause + settings.shutdown_drain_seconds + settings.graceful_timeout
 
 
 def test_selectors_reach_the_api_pods(objects: list[Manifest]) -> None:

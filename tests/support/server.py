@@ -1,4 +1,4 @@
-"""The real production server (gunicorn with gunicorn.conf.py), any server process, and the app's CLI."""
+"""The real production server (``python -m app.server``), any server process, and the app's CLI."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from email.message import Message
 from pathlib import Path
 
 from app.config import variable_names
@@ -27,13 +28,13 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 START_TIMEOUT_SECONDS = 30.0
 
 
-def http_get(url: str, timeout: float = 5) -> tuple[int, dict[str, str], bytes]:
-    """GET without raising on 4xx/5xx: (status, headers, body); OSError when nothing answers."""
+def http_get(url: str, timeout: float = 5) -> tuple[int, Message, bytes]:
+    """GET without raising on 4xx/5xx: (status, headers (names in any case), body); OSError when nothing answers."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (loopback)
-            return response.status, dict(response.headers), response.read()
+            return response.status, response.headers, response.read()
     except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
+        return error.code, error.headers, error.read()
 
 
 def status(port: int, path: str, timeout: float = 2.0) -> int | None:
@@ -44,10 +45,9 @@ def status(port: int, path: str, timeout: float = 2.0) -> int | None:
         return None
 
 
-def gunicorn_command(port: int, python: str = sys.executable) -> list[str]:
-    """The production server exactly as the image starts it; only the bind is narrowed to loopback."""
-    command = [python, "-m", "gunicorn", "--config", "gunicorn.conf.py"]
-    return [*command, "--bind", f"127.0.0.1:{port}", f"{FLASK_APP}()"]
+def server_command(python: str = sys.executable) -> list[str]:
+    """The production server exactly as the image starts it (PORT from the environment), on loopback only."""
+    return [python, "-m", "app.server", "--host", "127.0.0.1"]
 
 
 class ServerProcess:
@@ -64,7 +64,7 @@ class ServerProcess:
         port: int,
         workdir: Path,
         *,
-        name: str = "gunicorn",
+        name: str = "server",
         cwd: Path = ROOT,
         ready_path: str = "/health/ready",
         separate_stderr: bool = False,
@@ -86,7 +86,7 @@ class ServerProcess:
     def stderr_log(self) -> Path:
         return self.log.with_suffix(".stderr.log") if self.separate_stderr else self.log
 
-    def get(self, path: str, timeout: float = 5) -> tuple[int, dict[str, str], bytes]:
+    def get(self, path: str, timeout: float = 5) -> tuple[int, Message, bytes]:
         return http_get(self.base_url + path, timeout)
 
     def start(self, timeout: float = START_TIMEOUT_SECONDS) -> float:
@@ -147,7 +147,7 @@ def production_env(database_url: str, port: int, workdir: Path) -> dict[str, str
         SECRET_KEY=secrets.token_urlsafe(48),
         PORT=str(port),
         WEB_CONCURRENCY="2",
-        GUNICORN_GRACEFUL_TIMEOUT=str(GRACEFUL_TIMEOUT_SECONDS),
+        GRACEFUL_TIMEOUT=str(GRACEFUL_TIMEOUT_SECONDS),
         SHUTDOWN_DRAIN_SECONDS=str(DRAIN_SECONDS),
         DB_CONNECT_TIMEOUT="2",
         DB_POOL_TIMEOUT="2",
@@ -186,7 +186,7 @@ def migrate_and_issue_token(env: dict[str, str], name: str) -> str:
 
 
 @contextmanager
-def gunicorn(tmp_path: Path, **env: str) -> Iterator[ServerProcess]:
+def production_server(tmp_path: Path, **env: str) -> Iterator[ServerProcess]:
     """The production server on a SQLite file and a free loopback port, until /health answers."""
     port = free_port()
     environment = {
@@ -198,7 +198,7 @@ def gunicorn(tmp_path: Path, **env: str) -> Iterator[ServerProcess]:
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
         **env,
     }
-    server = ServerProcess(gunicorn_command(port), environment, port, tmp_path, ready_path="/health")
+    server = ServerProcess(server_command(), environment, port, tmp_path, ready_path="/health")
     server.start(timeout=15)
     try:
         yield server

@@ -1,4 +1,4 @@
-"""The real production server (gunicorn, 2 workers): metrics add up across workers, logs are JSON.
+"""The real production server (app/server.py, 2 workers): metrics add up across workers, logs are JSON.
 
 One server for the module, on a throwaway PostgreSQL database and a loopback port.
 """
@@ -32,7 +32,7 @@ from tests.observability.support import (
     value,
 )
 from tests.support.databases import Backend, url_string
-from tests.support.server import ServerProcess, gunicorn_command
+from tests.support.server import ServerProcess, server_command
 from tests.support.tcp import free_port
 
 pytestmark = [pytest.mark.postgresql_only, pytest.mark.timeout(120)]
@@ -70,10 +70,10 @@ class Server(ServerProcess):
         return [json.loads(line) for line in self.log.read_text().splitlines() if line]
 
     def worker_pids(self) -> set[int]:
-        """Workers booted and not (yet) reported as exited."""
-        booted = {line["pid"] for line in self.log_lines() if str(line["event"]).startswith("Booting worker")}
-        exited = {line["pid"] for line in self.log_lines() if str(line["event"]).startswith("Worker exiting")}
-        return booted - exited
+        """The server process's children: its workers."""
+        assert self.process is not None
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text()
+        return {int(pid) for pid in children.split()}
 
 
 def _leave_stale_metrics(metrics_dir: Path) -> None:
@@ -89,7 +89,7 @@ def _leave_stale_metrics(metrics_dir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def server(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    workdir = tmp_path_factory.mktemp("gunicorn")
+    workdir = tmp_path_factory.mktemp("server")
     url = backend.create_database()
     engine = build_engine(load_settings(app_config(url), instance_path=workdir))
     upgrade(engine)
@@ -103,7 +103,9 @@ def server(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "APP_ENV": "production",
         "DATABASE_URL": url_string(url),
         "SECRET_KEY": "s" * 48,
+        "PORT": str(port),
         "WEB_CONCURRENCY": "2",
+        "WORKER_TIMEOUT": "3",
         "GIT_SHA": GIT_SHA,
         "LOG_LEVEL": "INFO",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
@@ -111,7 +113,7 @@ def server(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "RATE_LIMIT_ENABLED": "false",
     }
     env.pop("LOG_FORMAT", None)
-    running = Server(gunicorn_command(port), env, port, workdir, ready_path="/health", separate_stderr=True)
+    running = Server(server_command(), env, port, workdir, ready_path="/health", separate_stderr=True)
     try:
         running.start(timeout=START_TIMEOUT)
         _wait_for(lambda: len(running.worker_pids()) == 2, "two workers to boot")
@@ -150,21 +152,32 @@ def test_a_dead_worker_keeps_its_counts_but_leaves_the_live_gauges(server: Serve
     victim = next(pid for pid in server.worker_pids() if (server.metrics_dir / f"gauge_livesum_{pid}.db").exists())
 
     os.kill(victim, signal.SIGKILL)
-    _wait_for(lambda: not (server.metrics_dir / f"gauge_livesum_{victim}.db").exists(), "child_exit to run")
-    _wait_for(
-        lambda: len({line["pid"] for line in server.log_lines() if "Booting worker" in line["event"]} - {victim}) >= 2,
-        "a replacement worker",
-    )
+    _wait_for(lambda: not (server.metrics_dir / f"gauge_livesum_{victim}.db").exists(), "the watchdog to drop it")
+    _wait_for(lambda: len(server.worker_pids() - {victim}) == 2, "a replacement worker")
 
     scrape = server.scrape()
     assert value(scrape, "http_requests_total", method="GET", route="/items", status="200") == before
     assert value(scrape, "db_pool_connections_in_use") == 0
 
 
+def test_a_stuck_worker_is_killed_and_replaced(server: Server) -> None:
+    """Stopped outright (SIGSTOP: no request, no heartbeat moves): killed after WORKER_TIMEOUT, replaced."""
+    victim = min(server.worker_pids())
+
+    os.kill(victim, signal.SIGSTOP)
+    _wait_for(lambda: victim not in server.worker_pids(), "the watchdog to kill it", timeout=15)
+    _wait_for(lambda: len(server.worker_pids()) == 2, "a replacement worker")
+
+    assert all(server.fetch("/health")[0] == 200 for _ in range(10))
+    assert any(
+        line["logger"] == "app.watchdog" and f"worker {victim} hung" in line["event"] for line in server.log_lines()
+    )
+
+
 def test_every_line_the_server_writes_is_one_json_object(server: Server) -> None:
     lines = server.log_lines()
 
-    assert {line["logger"] for line in lines} >= {"gunicorn.error", "app.access"}
+    assert {line["logger"] for line in lines} >= {"_granian", "app.access"}
     assert all({"timestamp", "level", "logger", "event"} <= set(line) for line in lines)
     assert server.stderr_log.read_text() == ""
     items_lines = [line for line in lines if line["logger"] == "app.access" and line["route"] == "/items"]
