@@ -172,7 +172,7 @@ ready() {
   docker exec "$proxy" timeout 5 wget -q -O /dev/null "http://$(container_name "$1"):8000/health/ready" >/dev/null 2>&1
 }
 
-# remove_containers REASON ID...: SIGTERM (the app drains, gunicorn finishes
+# remove_containers REASON ID...: SIGTERM (the app drains, the server finishes
 # what is in flight), then remove; all at once.
 remove_containers() {
   local reason=$1

@@ -6,10 +6,11 @@
 Needs PostgreSQL at 127.0.0.1:5432 (trust auth), and wrk or valgrind (Debian packages).
 The "without" arm builds the app with observability.init_app replaced by a no-op.
 
-wrk: gunicorn as in production (2 workers, APP_ENV=production, logs to a file as a
-container's log driver takes them); arms alternate, so drift on a shared machine hits
-both. instructions: requests served in-process under callgrind, which counts CPU
-instructions, the same on every run whatever else the machine is doing.
+wrk: the production server as the image runs it (python -m app.server: granian, 2
+workers of 1 thread, APP_ENV=production, logs to a file as a container's log driver takes
+them); arms alternate, so drift on a shared machine hits both. instructions: requests
+served in-process under callgrind, which counts CPU instructions, the same on every run
+whatever else the machine is doing.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import AbstractContextManager
 from pathlib import Path
 from unittest import mock
 
@@ -31,35 +33,52 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.support import databases  # noqa: E402 (after the path insert: run as a script)
+from tests.support.server import server_command  # noqa: E402
 from tests.support.tcp import free_port  # noqa: E402
 
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 SEED = "INSERT INTO items (title) VALUES ('benchmark item')"
 PATHS = ("/health", "/items/1")
-ARMS = {"with": "app.main:create_app()", "without": "scripts.observability_overhead:create_app_without()"}
+# The server's command per arm; "without" is the same server (app/server.py) on create_app_without.
+ARMS = {"with": server_command(), "without": [sys.executable, str(Path(__file__).resolve()), "_serve_without"]}
+
+
+def _no_observability() -> AbstractContextManager[object]:
+    # No recorder (None): the middleware then skips metrics and the access line per request.
+    return mock.patch("app.observability.init_app", return_value=None)
 
 
 def create_app_without() -> object:
     """The app with no access log, no request metrics, no pool gauges, no /metrics."""
     from app.main import create_app
 
-    with mock.patch("app.observability.init_app"):
+    with _no_observability():
         return create_app()
 
 
-def _serve(factory: str, url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+def _serve_without() -> None:
+    """``python -m app.server --host 127.0.0.1``, building the app without observability."""
+    from app import server
+
+    # The server process builds the app once; its workers fork with it.
+    with _no_observability():
+        server.main(["--host", "127.0.0.1"])
+
+
+def _serve(command: list[str], url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "APP_ENV": "production",
         "DATABASE_URL": url,
         "SECRET_KEY": "b" * 48,
+        "PORT": str(port),
         "WEB_CONCURRENCY": "2",
+        "SERVER_THREADS": "1",
         "RATE_LIMIT_ENABLED": "false",
         "PYTHONPATH": str(ROOT),
     }
-    command = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"]
     with log.open("ab") as out:
-        process = subprocess.Popen([*command, factory], cwd=ROOT, env=env, stdout=out, stderr=out)  # noqa: S603
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)  # noqa: S603
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -68,7 +87,7 @@ def _serve(factory: str, url: str, port: int, log: Path) -> subprocess.Popen[byt
         except OSError:
             time.sleep(0.1)
     process.kill()
-    raise RuntimeError(f"gunicorn did not start; see {log}")
+    raise RuntimeError(f"the server did not start; see {log}")
 
 
 def _settings(url: str) -> dict[str, object]:
@@ -141,19 +160,20 @@ def wrk(rounds: int, seconds: int) -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for _ in range(rounds):
-                for arm, factory in ARMS.items():
+                for arm, command in ARMS.items():
                     port = free_port()
-                    process = _serve(factory, url, port, Path(tmp) / f"{arm}.log")
+                    process = _serve(command, url, port, Path(tmp) / f"{arm}.log")
                     try:
                         for path in PATHS:
                             _wrk(port, path, 2)  # warm-up: connections, caches
                             results[arm, path].append(_wrk(port, path, seconds))
                     finally:
-                        process.send_signal(signal.SIGTERM)
+                        process.send_signal(signal.SIGINT)  # a graceful stop without the SIGTERM drain
                         process.wait(timeout=30)
     finally:
         databases.drop_seeded_database(url)
-    print(f"wrk -t2 -c8, {rounds} rounds of {seconds} s, gunicorn 2 sync workers, {os.cpu_count()} cores; medians")
+    server = "app/server.py (granian) 2 workers x 1 thread"
+    print(f"wrk -t2 -c8, {rounds} rounds of {seconds} s, {server}, {os.cpu_count()} cores; medians")
     for path in PATHS:
         with_, without = (statistics.median(results[arm, path]) for arm in ARMS)
         # Paired by round: each round ran both arms back to back.
@@ -169,9 +189,12 @@ def main() -> None:
     if sys.argv[1:2] == ["_loop"]:
         _loop(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
         return
+    if sys.argv[1:2] == ["_serve_without"]:
+        _serve_without()
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     modes = parser.add_subparsers(dest="mode", required=True)
-    wrk_mode = modes.add_parser("wrk", help="requests/second through gunicorn")
+    wrk_mode = modes.add_parser("wrk", help="requests/second through the production server")
     wrk_mode.add_argument("--rounds", type=int, default=5)
     wrk_mode.add_argument("--seconds", type=int, default=10)
     instructions_mode = modes.add_parser("instructions", help="CPU instructions per request (callgrind)")
