@@ -1,7 +1,7 @@
 """Settings: one typed model (pydantic-settings), read once from the environment.
 
 This is the only module that reads the environment; the app and the server
-(gunicorn.conf.py) read the same :class:`Settings`. A bad value is a start-up
+(app/server.py) read the same :class:`Settings`. A bad value is a start-up
 error that names the variable, never a silent default.
 """
 

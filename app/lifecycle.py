@@ -1,9 +1,8 @@
-"""Shutdown state shared by the server's master process and its forked workers.
+"""Shutdown state shared by the server process and its forked workers.
 
-The flag lives in anonymous shared memory created at import. gunicorn imports the
-app in the master (``preload_app``) before forking, so the master's "draining" is
-seen by every worker: readiness then answers 503 and load balancers move away while
-in-flight requests finish.
+The flag lives in anonymous shared memory created at import. The server (app/server.py)
+builds the app before forking its workers, so its "draining" is seen by every worker:
+readiness then answers 503 and load balancers move away while in-flight requests finish.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Bounds on what the app parses from a URL, and on how much a 4xx reports back.
 
 The production server refuses request targets over 64 KiB and heads (request line and
-headers) over about 64 KiB itself (app/server.py); below that, the app refuses query
+headers) not complete after about 64 KiB itself (app/server.py); below that, the app refuses query
 strings over ``MAX_QUERY_STRING_BYTES`` with a problem+json 414 before anything parses
 them, so no query costs more than a few KiB of work.
 """

@@ -17,8 +17,9 @@ that is here:
 - metrics: stale files of an earlier run are removed before the workers start; the
   watchdog (app/watchdog.py) drops a gone worker's live gauges and kills a hung one,
   which granian replaces;
-- the request line and headers fit in ``REQUEST_HEAD_LIMIT`` bytes, or the answer is a
-  431 before anything is parsed; a client gets ``KEEPALIVE_SECONDS`` to send them;
+- at most 100 header lines, and a head (request line and headers) that is not complete
+  once ``REQUEST_HEAD_LIMIT`` bytes are read gets a 431 (reads grow to 64 KiB, so a few
+  hundred KiB at most are read); a client gets ``KEEPALIVE_SECONDS`` to send them;
 - granian's own log lines go through the app's handler: one format (JSON in production).
 """
 
@@ -47,6 +48,10 @@ log = logging.getLogger("app.server")
 # The request line and all headers together (granian's HTTP/1 buffer): over it, a 431.
 # Query strings the app reads are capped lower (MAX_QUERY_STRING_BYTES, a problem+json 414).
 REQUEST_HEAD_LIMIT = 64 * 1024
+
+# How long a client has to send its headers when keep-alive is off (KEEPALIVE_SECONDS=0);
+# with keep-alive on, KEEPALIVE_SECONDS bounds both that and an idle connection.
+HEADERS_TIMEOUT_WITHOUT_KEEPALIVE = 10
 
 _preloaded: WSGIApplication | None = None
 
@@ -118,7 +123,7 @@ def build(settings: Settings, host: str = "0.0.0.0") -> MPServer:  # noqa: S104 
         http=HTTPModes.http1,
         websockets=False,
         http1_settings=HTTP1Settings(
-            header_read_timeout=max(settings.keepalive_seconds, 1) * 1000,
+            header_read_timeout=(settings.keepalive_seconds or HEADERS_TIMEOUT_WITHOUT_KEEPALIVE) * 1000,
             keep_alive=settings.keepalive_seconds > 0,
             max_buffer_size=REQUEST_HEAD_LIMIT,
         ),

@@ -1,6 +1,6 @@
 """The app through a real PgBouncer (Debian's package) in transaction pooling mode.
 
-Two apps on one PgBouncer stand for two gunicorn workers (or replicas): each has its
+Two apps on one PgBouncer stand for two server workers (or replicas): each has its
 own connection pool, and PgBouncer hands their transactions the same few server
 connections. Without DB_PGBOUNCER that breaks in two ways, shown first; with it every
 HTTP flow works, migrations included.
