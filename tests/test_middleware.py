@@ -68,3 +68,42 @@ def test_whether_a_view_is_async_is_asked_once_not_per_request(app: Flask, monke
 
     assert first > 0
     assert len(asked) == first
+
+
+def _wsgi(app: Flask, method: str, path: str) -> tuple[str, object]:
+    from werkzeug.test import EnvironBuilder
+
+    statuses: list[str] = []
+    body = app.wsgi_app(EnvironBuilder(path=path, method=method).get_environ(), lambda s, *_: statuses.append(s))
+    return statuses[0], body
+
+
+def test_a_body_in_memory_goes_to_the_server_as_one_list_item(app: Flask) -> None:
+    """granian sends a list in one call, but pulls an iterator item by item through Python."""
+    status, body = _wsgi(app, "GET", "/health")
+
+    assert status.startswith("200")
+    assert isinstance(body, list)
+    assert len(body) == 1
+    assert b'"status":"ok"' in body[0]
+
+
+def test_a_head_response_and_one_with_close_callbacks_keep_werkzeugs_iterator(app: Flask) -> None:
+    closed: list[bool] = []
+
+    @app.get("/with-callback")
+    def with_callback() -> Response:
+        response = app.response_class(b"{}", mimetype="application/json")
+        response.call_on_close(lambda: closed.append(True))
+        return response
+
+    head_status, head_body = _wsgi(app, "HEAD", "/health")
+    status, body = _wsgi(app, "GET", "/with-callback")
+    assert status.startswith("200")
+
+    assert head_status.startswith("200")
+    assert list(head_body) == []  # type: ignore[call-overload]
+    assert not isinstance(body, list)
+    assert closed == []
+    body.close()  # type: ignore[attr-defined]  # the server closes the iterator once sent
+    assert closed == [True]
