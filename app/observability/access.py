@@ -58,4 +58,12 @@ class AccessRecorder:
             principal = current_principal()
             if principal is not None:
                 fields["principal"] = principal.name
-            log.info("request", extra=fields)
+            # log.info("request", extra=fields) without its walk up the stack to find the
+            # caller (Logger.findCaller), which is always this method: the same record,
+            # through the same filters and handlers.
+            log.handle(log.makeRecord(log.name, logging.INFO, __file__, _LINE, "request", (), None, _FUNC, fields))
+
+
+# The access line's source, as findCaller would name it (the line: where the method starts).
+_LINE = AccessRecorder.__call__.__code__.co_firstlineno
+_FUNC = AccessRecorder.__call__.__name__

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,21 @@ def test_logs_never_contain_tokens_or_bodies(
         assert write_token not in text
         assert forged not in text
         assert SECRET_BODY not in text
+
+
+def test_the_access_record_names_the_recorder_as_its_source_and_carries_the_pid(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = _app(tmp_path)
+    caplog.set_level(logging.INFO)
+
+    app.test_client().get("/health")
+
+    [record] = [r for r in caplog.records if r.name == "app.access"]
+    assert (Path(record.pathname).name, record.module, record.funcName) == ("access.py", "access", "__call__")
+    assert record.lineno > 0
+    assert record.process == os.getpid()
+    assert record.getMessage() == "request"
 
 
 def test_the_access_line_names_the_route_template_not_the_path(
