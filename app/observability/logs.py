@@ -45,6 +45,32 @@ class JsonFormatter(OrjsonFormatter):
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return _timestamp(record)
 
+    def format(self, record: logging.LogRecord) -> str:
+        # The common record (a str message, no exception, no stack) in one pass: the same
+        # object python-json-logger builds (required fields renamed, then the extras in the
+        # record's order), serialized by its own method; tests pin the equality. Measured on
+        # the access line, the library's generic path (defaults, static fields, a rename
+        # lookup and a hasattr per attribute) cost ~3 us more. Anything else: the library.
+        if record.exc_info or record.exc_text or record.stack_info or isinstance(record.msg, dict):
+            return super().format(record)
+        record.message = message = record.getMessage()
+        record.asctime = timestamp = _timestamp(record)
+        log_data = {
+            "timestamp": timestamp,
+            "level": record.levelname,
+            "logger": record.name,
+            "pid": record.process,
+            "event": message,
+        }
+        skip = self._skip_fields
+        for key, value in record.__dict__.items():
+            if key not in skip:
+                if key.__class__ is not str:  # an extra={1: ...}: as odd as it is, the library's way
+                    return super().format(record)
+                if key[:1] != "_":
+                    log_data[key] = value
+        return self.jsonify_log_record(log_data)
+
 
 class ConsoleFormatter(logging.Formatter):
     """``time LEVEL logger: event key=value ...`` for a person at a terminal."""
