@@ -52,7 +52,8 @@ class AccessRecorder:
                 "status": response.status_code,
                 "duration_ms": round(seconds * 1000, 2),
                 "client": req.remote_addr,
-                "user_agent": req.headers.get("User-Agent", "")[:USER_AGENT_LIMIT],
+                # What req.headers.get("User-Agent", "") returns, in one lookup.
+                "user_agent": req.environ.get("HTTP_USER_AGENT", "")[:USER_AGENT_LIMIT],
             }
             # Set by the authentication layer: the token's name, never the token.
             principal = current_principal()
