@@ -22,8 +22,38 @@ Stream = Literal["stdout", "stderr"]
 _NOT_EXTRA = frozenset({*RESERVED_ATTRS, "taskName"})
 
 
+def utc_timestamp(created: float) -> str:
+    """``2026-01-02T03:04:05.678Z``: what datetime's isoformat to milliseconds writes, cached per second.
+
+    Every log line has one; building a datetime and formatting it each time cost ~1.5 us.
+    The rounding is datetime.fromtimestamp's (to the microsecond, half to even, which may
+    carry into the next second), then truncation to milliseconds, as isoformat does.
+    """
+    if created < 0:  # before 1970: never a record's, but exact all the same
+        return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    second = int(created)
+    microseconds = round((created - second) * 1e6)
+    if microseconds >= 1_000_000:
+        second += 1
+        microseconds -= 1_000_000
+    cached_second, prefix = _second_prefix
+    if cached_second != second:
+        prefix = _prefix(second)
+    return f"{prefix}.{microseconds // 1000:03d}Z"
+
+
+def _prefix(second: int) -> str:
+    global _second_prefix
+    prefix = datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds").removesuffix("+00:00")
+    _second_prefix = (second, prefix)  # one object: a thread reads a pair that belongs together
+    return prefix
+
+
+_second_prefix: tuple[int, str] = (-1, "")
+
+
 def _timestamp(record: logging.LogRecord) -> str:
-    return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_timestamp(record.created)
 
 
 class JsonFormatter(OrjsonFormatter):

@@ -1,4 +1,4 @@
-"""The JSON formatter's one-pass path writes exactly what python-json-logger's generic path writes."""
+"""The JSON formatter's one-pass path and cached timestamps write exactly what the libraries they stand in for write."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ import decimal
 import enum
 import json
 import logging
+import random
 import sys
 import threading
+import time
 from typing import Any
 
 import pytest
 from pythonjsonlogger.orjson import OrjsonFormatter
 
-from app.observability.logs import JsonFormatter, stdout_handler
+from app.observability.logs import JsonFormatter, stdout_handler, utc_timestamp
 
 
 class Colour(enum.Enum):
@@ -116,3 +118,41 @@ def test_json_lines_from_concurrent_threads_never_interleave(capsys: pytest.Capt
         (t, n) for t in range(threads) for n in range(lines_each)
     ]
     assert all(line["filler"] == filler for line in lines)
+
+
+def _isoformat_timestamp(created: float) -> str:
+    return (
+        datetime.datetime.fromtimestamp(created, datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
+def test_timestamps_equal_datetimes_isoformat_to_the_millisecond() -> None:
+    rng = random.Random(20261205)
+    now = time.time()
+    spread = [now + rng.uniform(-1e7, 1e7) for _ in range(20_000)]
+    same_second = [1_700_000_000 + rng.random() for _ in range(2_000)]
+    # Where rounding to the microsecond (half to even) decides the millisecond or the second.
+    fractions = (0.0, 0.0004995, 0.0009995, 0.4999995, 0.9994999, 0.9995, 0.9999994, 0.9999995, 0.9999999)
+    edges = [float(second) + fraction for second in range(1_700_000_000, 1_700_000_040) for fraction in fractions]
+    others = [0.0, 0.9999995, 951_782_400.0, 4_102_444_799.9999995, -1.25, -0.0000005]
+
+    for created in [*spread, *same_second, *edges, *others]:
+        assert utc_timestamp(created) == _isoformat_timestamp(created), created
+
+
+def test_timestamps_from_concurrent_threads_are_each_their_own() -> None:
+    seconds = [1_700_000_000 + n * 3_600 for n in range(8)]  # each thread its own hour: the cache thrashes
+    failures: list[float] = []
+
+    def format_many(second: int) -> None:
+        for n in range(2_000):
+            created = second + n / 2_000
+            if utc_timestamp(created) != _isoformat_timestamp(created):
+                failures.append(created)
+
+    workers = [threading.Thread(target=format_many, args=(second,)) for second in seconds]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert failures == []
