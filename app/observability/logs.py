@@ -143,8 +143,16 @@ class StdoutHandler(logging.StreamHandler[TextIO]):
         super().__init__(getattr(sys, stream))
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.stream = getattr(sys, self._stream_name)
-        super().emit(record)
+        # StreamHandler.emit with its flush inline: handle() already holds this handler's
+        # lock, which StreamHandler.flush would take again (with two more checks) per line.
+        try:
+            stream = self.stream = getattr(sys, self._stream_name)
+            stream.write(self.format(record) + self.terminator)
+            stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
 
 
 def stdout_handler(log_format: str = "json", stream: Stream = "stdout") -> logging.Handler:
