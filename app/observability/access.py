@@ -61,8 +61,12 @@ class AccessRecorder:
                 fields["principal"] = principal.name
             # log.info("request", extra=fields) without its walk up the stack to find the
             # caller (Logger.findCaller), which is always this method: the same record,
-            # through the same filters and handlers.
-            log.handle(log.makeRecord(log.name, logging.INFO, __file__, _LINE, "request", (), None, _FUNC, fields))
+            # through the same filters and handlers. The fields are added as makeRecord's
+            # extra would add them, without its per-key check that none overwrites a record
+            # attribute: their names are fixed, and a test pins the record's own attributes.
+            record = log.makeRecord(log.name, logging.INFO, __file__, _LINE, "request", (), None, _FUNC)
+            record.__dict__.update(fields)
+            log.handle(record)
 
 
 # The access line's source, as findCaller would name it (the line: where the method starts).

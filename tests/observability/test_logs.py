@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,14 @@ def test_the_access_record_names_the_recorder_as_its_source_and_carries_the_pid(
     assert (Path(record.pathname).name, record.module, record.funcName) == ("access.py", "access", "__call__")
     assert record.lineno > 0
     assert record.process == os.getpid()
-    assert record.getMessage() == "request"
+    # None of the access fields overwrote an attribute of the record's own.
+    assert (record.msg, record.args, record.levelno, record.levelname) == ("request", (), logging.INFO, "INFO")
+    assert record.exc_info is None
+    assert record.stack_info is None
+    assert 0 < time.time() - record.created < 60
+    fields = {"request_id", "method", "route", "status", "duration_ms", "client", "user_agent"}
+    assert fields <= set(vars(record))
+    assert not fields & set(vars(logging.makeLogRecord({})))
 
 
 def test_the_access_line_names_the_route_template_not_the_path(
