@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from flask import Response, current_app
+from flask import Response
 from flask.json.provider import JSONProvider
 
 
@@ -23,4 +23,6 @@ class OrjsonProvider(JSONProvider):
         if args and kwargs:
             raise TypeError("jsonify() behavior undefined when passed both args and kwargs")
         obj = args[0] if len(args) == 1 else (args or kwargs or None)
-        return current_app.response_class(orjson.dumps(obj), mimetype=self.mimetype)
+        # The provider's own app (as Flask's DefaultJSONProvider does), not the current_app proxy.
+        response_class = cast("type[Response]", self._app.response_class)
+        return response_class(orjson.dumps(obj), mimetype=self.mimetype)

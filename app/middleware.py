@@ -56,8 +56,11 @@ class OnePass:
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: object = None) -> object:
             fixed: FixedHeaders = environ.get(RESPONSE_HEADERS, API)
-            if any(name.lower() in fixed.names for name, _ in headers):
-                headers = [(name, value) for name, value in headers if name.lower() not in fixed.names]
+            names = fixed.names
+            for name, _ in headers:  # a plain loop: no generator for any() on every response
+                if name.lower() in names:
+                    headers = [(name, value) for name, value in headers if name.lower() not in names]
+                    break
             headers.extend(fixed.headers)
             headers.append((HEADER, request_id_for(environ)))
             return start_response(status, headers, exc_info)  # type: ignore[arg-type]

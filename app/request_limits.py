@@ -8,7 +8,7 @@ them, so no query costs more than a few KiB of work.
 
 from __future__ import annotations
 
-from flask import Flask, current_app, request
+from flask import Flask, request
 
 from .errors import ApiError
 
@@ -18,12 +18,13 @@ from .errors import ApiError
 SERVER_REQUEST_TARGET_LIMIT = 65_534
 
 
-def _check_query_string() -> None:
-    limit: int = current_app.config["MAX_QUERY_STRING_BYTES"]
-    if len(request.query_string) > limit:
-        raise ApiError(414, f"The query string is longer than {limit} bytes.")
-
-
 def init_app(app: Flask) -> None:
+    config = app.config  # this app's, read per request without the current_app lookup
+
+    def check_query_string() -> None:
+        limit: int = config["MAX_QUERY_STRING_BYTES"]
+        if len(request.query_string) > limit:
+            raise ApiError(414, f"The query string is longer than {limit} bytes.")
+
     # First of the app's before_request hooks: nothing parses the query before this runs.
-    app.before_request_funcs.setdefault(None, []).insert(0, _check_query_string)
+    app.before_request_funcs.setdefault(None, []).insert(0, check_query_string)

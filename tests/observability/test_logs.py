@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,28 @@ def test_logs_never_contain_tokens_or_bodies(
         assert write_token not in text
         assert forged not in text
         assert SECRET_BODY not in text
+
+
+def test_the_access_record_names_the_recorder_as_its_source_and_carries_the_pid(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = _app(tmp_path)
+    caplog.set_level(logging.INFO)
+
+    app.test_client().get("/health")
+
+    [record] = [r for r in caplog.records if r.name == "app.access"]
+    assert (Path(record.pathname).name, record.module, record.funcName) == ("access.py", "access", "__call__")
+    assert record.lineno > 0
+    assert record.process == os.getpid()
+    # None of the access fields overwrote an attribute of the record's own.
+    assert (record.msg, record.args, record.levelno, record.levelname) == ("request", (), logging.INFO, "INFO")
+    assert record.exc_info is None
+    assert record.stack_info is None
+    assert 0 < time.time() - record.created < 60
+    fields = {"request_id", "method", "route", "status", "duration_ms", "client", "user_agent"}
+    assert fields <= set(vars(record))
+    assert not fields & set(vars(logging.makeLogRecord({})))
 
 
 def test_the_access_line_names_the_route_template_not_the_path(
