@@ -86,7 +86,7 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
     db.init_app(app, settings)
     recorder = observability.init_app(app, settings, log_stream="stderr" if for_command else "stdout")
     engine.log_connection_budget(settings)
-    middleware.init_app(app, recorder)  # request id, security headers, metrics, access line: one pass
+    middleware.init_app(app, settings, recorder)  # request id, headers, metrics, access line: one pass
     request_limits.init_app(app)
     security_headers.init_app(app, settings)
     errors.register_error_handlers(app)

@@ -1,8 +1,9 @@
 """Once per request, in one pass: start time, request id, security headers, metrics, access line.
 
 A WSGI layer notes when the request arrived and adds the fixed response headers to the
-header list it passes on (werkzeug's ``Headers`` checks and scans for every header set,
-several times the cost of the rest of a ``/health`` response's headers). One
+header list it passes on, Flask's or the liveness probe's (app/api/health.py); werkzeug's
+``Headers`` checks and scans for every header set, several times the cost of the rest
+of a response's headers. One
 ``after_request`` hook picks the header set (the docs page has its own) and records the
 request (metrics and the access line), each computed once. There is no cookie session to
 open or save: the API authenticates with bearer tokens.
@@ -20,10 +21,14 @@ from flask.sessions import SessionInterface, SessionMixin
 from werkzeug.local import LocalProxy
 
 from . import security_headers
+from .config import Settings
 from .request_id import HEADER, request_id_for
+from .trusted_proxy import TrustedProxyFix
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from .observability.access import AccessRecorder
 
 STARTED = "items_api.started"
 RESPONSE_HEADERS = "items_api.response_headers"
@@ -94,7 +99,18 @@ class NoCookieSession(SessionInterface):
         return None
 
 
-def init_app(app: Flask, recorder: Recorder | None) -> None:
+def init_app(app: Flask, settings: Settings, recorder: AccessRecorder | None) -> None:
+    """The WSGI layers around Flask, outermost first: OnePass, proxy trust, the liveness probe (CORS off)."""
+    from .api.health import LivenessProbe
+
     app.session_interface = NoCookieSession()
-    app.wsgi_app = OnePass(app.wsgi_app)  # type: ignore[method-assign]
+    wsgi_app: WSGIApplication = app.wsgi_app
+    if not settings.cors_origins:  # with CORS on, flask-cors adds its headers to every answer
+        wsgi_app = LivenessProbe(wsgi_app, settings, recorder)
+    if settings.trusted_proxy_hops:
+        # Believe exactly as many X-Forwarded-For/-Proto entries as there are proxies of
+        # ours in front (Caddy: 1), and only from them (FORWARDED_ALLOW_IPS): a client
+        # cannot forge its address past them, nor by reaching the port directly.
+        wsgi_app = TrustedProxyFix(wsgi_app, settings.trusted_proxy_hops, settings.forwarded_allow_networks)
+    app.wsgi_app = OnePass(wsgi_app)  # type: ignore[method-assign]
     app.after_request(AfterRequest(recorder))

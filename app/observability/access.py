@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from flask import Request, Response
 
@@ -20,6 +21,9 @@ UNMATCHED_ROUTE = "<unmatched>"
 OTHER_METHOD = "OTHER"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 USER_AGENT_LIMIT = 256
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 log = logging.getLogger("app.access")
 
@@ -37,28 +41,32 @@ class AccessRecorder:
         self.metrics = metrics
 
     def __call__(self, req: Request, response: Response) -> None:
-        started: float | None = req.environ.get(STARTED)
-        seconds = time.perf_counter() - started if started is not None else 0.0
-        route = route_label(req)
-        method = req.method
-        self.metrics.observe_request(
-            method if method in KNOWN_METHODS else OTHER_METHOD, route, response.status_code, seconds
+        # Set by the authentication layer: the token's name, never the token.
+        principal = current_principal()
+        self.record(
+            req.environ, req.method, route_label(req), response.status_code, principal.name if principal else None
         )
+
+    def record(
+        self, environ: WSGIEnvironment, method: str, route: str, status: int, principal: str | None = None
+    ) -> None:
+        """The metrics and the access line of a response, from the WSGI environ (Flask's or not)."""
+        started: float | None = environ.get(STARTED)
+        seconds = time.perf_counter() - started if started is not None else 0.0
+        self.metrics.observe_request(method if method in KNOWN_METHODS else OTHER_METHOD, route, status, seconds)
         if log.isEnabledFor(logging.INFO):
             fields: dict[str, object] = {
-                "request_id": request_id_for(req.environ),
+                "request_id": request_id_for(environ),
                 "method": method,
                 "route": route,
-                "status": response.status_code,
+                "status": status,
                 "duration_ms": round(seconds * 1000, 2),
-                "client": req.remote_addr,
+                "client": environ.get("REMOTE_ADDR"),  # what werkzeug's Request.remote_addr reads
                 # What req.headers.get("User-Agent", "") returns, in one lookup.
-                "user_agent": req.environ.get("HTTP_USER_AGENT", "")[:USER_AGENT_LIMIT],
+                "user_agent": environ.get("HTTP_USER_AGENT", "")[:USER_AGENT_LIMIT],
             }
-            # Set by the authentication layer: the token's name, never the token.
-            principal = current_principal()
             if principal is not None:
-                fields["principal"] = principal.name
+                fields["principal"] = principal
             # log.info("request", extra=fields) without its walk up the stack to find the
             # caller (Logger.findCaller), which is always this method: the same record,
             # through the same filters and handlers. The fields are added as makeRecord's
@@ -70,5 +78,5 @@ class AccessRecorder:
 
 
 # The access line's source, as findCaller would name it (the line: where the method starts).
-_LINE = AccessRecorder.__call__.__code__.co_firstlineno
-_FUNC = AccessRecorder.__call__.__name__
+_LINE = AccessRecorder.record.__code__.co_firstlineno
+_FUNC = AccessRecorder.record.__name__

@@ -83,7 +83,7 @@ def test_the_access_record_names_the_recorder_as_its_source_and_carries_the_pid(
     app.test_client().get("/health")
 
     [record] = [r for r in caplog.records if r.name == "app.access"]
-    assert (Path(record.pathname).name, record.module, record.funcName) == ("access.py", "access", "__call__")
+    assert (Path(record.pathname).name, record.module, record.funcName) == ("access.py", "access", "record")
     assert record.lineno > 0
     assert record.process == os.getpid()
     # None of the access fields overwrote an attribute of the record's own.
