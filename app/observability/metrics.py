@@ -8,6 +8,7 @@ it, adds up the files of all workers, dead ones included for counters.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -118,12 +119,17 @@ class ScrapeTimeCollector:
 
 def _watch_pool(engine: Engine, metrics: Metrics) -> None:
     """Keep the pool gauges current on every checkout and checkin (each worker its own pool)."""
+    # The pool's size, as last written by this process (a forked worker writes its own).
+    size_written: list[tuple[int, int]] = [(0, -1)]
 
     def checked_out(*_: object) -> None:
         pool = engine.pool
         if isinstance(pool, QueuePool):
             metrics.pool_in_use.set(pool.checkedout())
-            metrics.pool_size.set(pool.size())
+            size = (os.getpid(), pool.size())
+            if size != size_written[0]:  # fixed per pool: one write, not one per request
+                metrics.pool_size.set(size[1])
+                size_written[0] = size
 
     def checked_in(*_: object) -> None:
         pool = engine.pool
