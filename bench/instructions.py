@@ -85,7 +85,9 @@ def serve(requests: int) -> None:
         statuses: list[str] = []
         body = app(environ, lambda status, *_: statuses.append(status))  # type: ignore[arg-type]
         b"".join(body)
-        body.close()  # type: ignore[attr-defined]
+        close = getattr(body, "close", None)  # a list (a body in memory) has none
+        if close is not None:
+            close()
         if not statuses[0].startswith("20"):
             raise RuntimeError(f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']}: {statuses[0]}")
 
