@@ -1,8 +1,8 @@
 """Believe X-Forwarded-For/-Proto only from our own proxy.
 
 ``TRUSTED_PROXY_HOPS`` says how many proxies stand in front (Caddy: 1); the headers are
-honoured only when the connection comes from an address in ``FORWARDED_ALLOW_IPS`` (the
-same setting gunicorn uses for the scheme). Anyone else who reaches the port directly,
+honoured only when the connection comes from an address in ``FORWARDED_ALLOW_IPS``.
+Anyone else who reaches the port directly,
 another container or pod, is keyed and logged by its own address.
 """
 

@@ -1,6 +1,6 @@
 """Log records as one JSON object per line (console lines locally), with the request id.
 
-Configured once per app on the root logger, so gunicorn's, SQLAlchemy's and our own
+Configured once per app on the root logger, so the server's, SQLAlchemy's and our own
 loggers all come out in one format. Other handlers (pytest's caplog) are left alone.
 """
 
@@ -156,7 +156,7 @@ class StdoutHandler(logging.StreamHandler[TextIO]):
 
 
 def stdout_handler(log_format: str = "json", stream: Stream = "stdout") -> logging.Handler:
-    """The app's one handler; also named in gunicorn.conf.py so gunicorn's own lines match."""
+    """The app's one handler; also named in app/server.py's logging config, so granian's own lines match."""
     handler = StdoutHandler(stream)
     handler.setFormatter(JsonFormatter() if log_format == "json" else ConsoleFormatter())
     handler.addFilter(RequestIdFilter())

@@ -1,6 +1,6 @@
-"""Prometheus metrics and ``GET /metrics``, right with one process or many (gunicorn workers).
+"""Prometheus metrics and ``GET /metrics``, right with one process or many (the server's workers).
 
-With ``PROMETHEUS_MULTIPROC_DIR`` set (gunicorn.conf.py sets it before the app loads)
+With ``PROMETHEUS_MULTIPROC_DIR`` set (app/server.py sets it before the app loads)
 each worker writes its values to files there, and a scrape, whichever worker answers
 it, adds up the files of all workers, dead ones included for counters.
 """
