@@ -158,7 +158,9 @@ def _drain_then_stop(server: MPServer, drain_seconds: int) -> None:
 
     start_draining()
     log.info("SIGTERM: draining for %s s before the graceful stop", drain_seconds)
-    threading.Timer(drain_seconds, server.signal_handler_interrupt).start()
+    stop = threading.Timer(drain_seconds, server.signal_handler_interrupt)
+    stop.daemon = True  # a stop for another reason meanwhile does not wait for it
+    stop.start()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -74,6 +74,8 @@ class Watchdog:
         self._lock = threading.Lock()
         self._mine = None
         slot = self._claim()
+        if slot is None:
+            return
 
         def beat() -> None:
             while True:
@@ -82,7 +84,7 @@ class Watchdog:
 
         threading.Thread(target=beat, name="watchdog-heartbeat", daemon=True).start()
 
-    def _claim(self) -> _Slot:
+    def _claim(self) -> _Slot | None:
         pid = os.getpid()
         with self._claim_lock:
             for slot in self._slots:
@@ -90,16 +92,23 @@ class Watchdog:
                     slot.pid, slot.in_flight, slot.moved, slot.beat = pid, 0, self.clock(), self.clock()
                     self._mine = slot
                     return slot
-        raise RuntimeError("no free watchdog slot: more workers than the server started")
+        # More processes than slots: not one of the server's workers (or a respawn storm,
+        # which granian ends itself). Its requests are served, only not watched.
+        log.warning("watchdog: no free slot for process %s; its requests go unwatched", pid)
+        return None
 
     def started(self) -> None:
-        slot = self._mine or self._claim()
+        slot = self._mine
+        if slot is None:
+            return
         with self._lock:
             slot.in_flight += 1
             slot.moved = self.clock()
 
     def finished(self) -> None:
-        slot = self._mine or self._claim()
+        slot = self._mine
+        if slot is None:
+            return
         with self._lock:
             slot.in_flight -= 1
             slot.moved = self.clock()

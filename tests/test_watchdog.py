@@ -111,3 +111,17 @@ def test_a_replacement_worker_gets_a_slot_of_its_own(children: list[multiprocess
     replacement.join(10)
 
     assert replacement.exitcode == 0
+
+
+def test_a_process_beyond_the_slots_serves_unwatched_rather_than_failing(
+    children: list[multiprocessing.process.BaseProcess],
+) -> None:
+    watchdog = Watchdog(workers=1, timeout=30, metrics_dir=None)
+    for _ in range(2):  # both slots taken by live workers
+        _start(children, lambda: time.sleep(5))
+
+    extra = FORK.Process(target=lambda: (watchdog.started(), watchdog.finished()))
+    extra.start()
+    extra.join(10)
+
+    assert extra.exitcode == 0
