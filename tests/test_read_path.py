@@ -7,11 +7,14 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import URL, select
 
 from app.db import get_database
+from app.main import create_app
+from app.migrate import upgrade
 from app.models import Item
 from app.schemas import ItemOut, ItemPage, ItemValues, dumps, encode_cursor, item_document
+from tests.conftest import app_config
 
 
 def _orm_items(app: Flask, limit: int) -> list[Item]:
@@ -93,3 +96,21 @@ def test_an_item_document_is_written_as_pydantic_writes_the_model(stamp: datetim
         written
         == ItemOut.model_validate(dict(zip(ItemOut.model_fields, values, strict=True))).model_dump_json().encode()
     )
+
+
+@pytest.mark.postgresql_only
+def test_a_read_returns_its_pooled_connection_out_of_autocommit(fresh_database_url: URL) -> None:
+    """Reads flip the pool's psycopg connection to autocommit; sessions after them need their transactions."""
+    app = create_app(app_config(fresh_database_url, DB_POOL_SIZE=1, DB_MAX_OVERFLOW=0))
+    engine = app.extensions["database"].engine
+    upgrade(engine)
+    try:
+        assert app.test_client().get("/items").status_code == 200
+
+        pooled = engine.raw_connection()  # the one connection the read used
+        try:
+            assert pooled.driver_connection.autocommit is False
+        finally:
+            pooled.close()
+    finally:
+        engine.dispose()
