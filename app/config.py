@@ -112,7 +112,9 @@ class Settings(BaseSettings):
     # The production HTTP server (app/server.py): worker processes, Python threads in each.
     port: Int = Field(8000, ge=1, le=65535)
     web_concurrency: Int = Field(2, ge=1, le=64)
-    server_threads: Int = Field(1, ge=1, le=64)
+    # Two: a worker accepts connections whatever its threads are doing, so with one thread a
+    # slow request would hold up every request queued behind it on that worker.
+    server_threads: Int = Field(2, ge=1, le=64)
     # A worker whose requests in flight have not moved for this long is killed and replaced.
     worker_timeout: Int = Field(30, ge=1, le=3600)
     # After the drain: how long in-flight requests may take before the workers are killed.

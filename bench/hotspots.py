@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         "--api-server", choices=("granian",), default="granian", help="the production server (app/server.py)"
     )
     parser.add_argument("--api-workers", type=int, default=2)
-    parser.add_argument("--api-threads", type=int, default=1)
+    parser.add_argument("--api-threads", type=int, default=2)
     parser.add_argument("--api-env", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--app-root", type=Path, default=REPO_ROOT)
     parser.add_argument("--app-venv", type=Path)

@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--api-server", choices=("granian",), default="granian", help="the production server (app/server.py)"
     )
     parser.add_argument("--api-workers", type=int, default=2)
-    parser.add_argument("--api-threads", type=int, default=1)
+    parser.add_argument("--api-threads", type=int, default=2)  # the production default (SERVER_THREADS)
     parser.add_argument(
         "--api-env",
         action="append",

@@ -73,7 +73,7 @@ def _serve(command: list[str], url: str, port: int, log: Path) -> subprocess.Pop
         "SECRET_KEY": "b" * 48,
         "PORT": str(port),
         "WEB_CONCURRENCY": "2",
-        "SERVER_THREADS": "1",
+        "SERVER_THREADS": "2",
         "RATE_LIMIT_ENABLED": "false",
         "PYTHONPATH": str(ROOT),
     }
