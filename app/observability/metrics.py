@@ -8,7 +8,6 @@ it, adds up the files of all workers, dead ones included for counters.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -118,18 +117,21 @@ class ScrapeTimeCollector:
 
 
 def _watch_pool(engine: Engine, metrics: Metrics) -> None:
-    """Keep the pool gauges current on every checkout and checkin (each worker its own pool)."""
-    # The pool's size, as last written by this process (a forked worker writes its own).
-    size_written: list[tuple[int, int]] = [(0, -1)]
+    """Keep the pool gauges current (each worker its own pool).
+
+    In use: on every checkout and checkin. The size is fixed per pool: written when the
+    pool opens a connection (a worker's first ones, a recycle), not on every request.
+    """
+
+    def connected(*_: object) -> None:
+        pool = engine.pool
+        if isinstance(pool, QueuePool):
+            metrics.pool_size.set(pool.size())
 
     def checked_out(*_: object) -> None:
         pool = engine.pool
         if isinstance(pool, QueuePool):
             metrics.pool_in_use.set(pool.checkedout())
-            size = (os.getpid(), pool.size())
-            if size != size_written[0]:  # fixed per pool: one write, not one per request
-                metrics.pool_size.set(size[1])
-                size_written[0] = size
 
     def checked_in(*_: object) -> None:
         pool = engine.pool
@@ -137,6 +139,7 @@ def _watch_pool(engine: Engine, metrics: Metrics) -> None:
             # The event fires before the connection is back in the queue: it still counts as out.
             metrics.pool_in_use.set(max(pool.checkedout() - 1, 0))
 
+    event.listen(engine, "connect", connected)
     event.listen(engine, "checkout", checked_out)
     event.listen(engine, "checkin", checked_in)
 
