@@ -127,6 +127,10 @@ class Watchdog:
 
     # In the server process.
 
+    def watched_pids(self) -> set[int]:
+        """The pids of the worker processes that hold a slot."""
+        return {slot.pid for slot in self._slots if slot.pid}
+
     def scan(self) -> None:
         """Kill the hung workers; forget the gone ones (and their live gauges)."""
         now = self.clock()

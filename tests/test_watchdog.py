@@ -103,14 +103,15 @@ def test_a_gone_worker_leaves_the_live_gauges_and_keeps_its_counts(
 def test_a_replacement_worker_gets_a_slot_of_its_own(children: list[multiprocessing.process.BaseProcess]) -> None:
     """Slots for twice the workers: a new one may start before the scan frees the old one's."""
     watchdog = Watchdog(workers=1, timeout=30, metrics_dir=None)
-    _start(children, lambda: time.sleep(0.2))
+    old = _start(children, lambda: time.sleep(0.2))
     children[0].join(10)
 
-    replacement = FORK.Process(target=lambda: (watchdog.started(), watchdog.finished()))
-    replacement.start()
-    replacement.join(10)
+    new = _start(children, lambda: time.sleep(5))  # before any scan has freed the old slot
+    deadline = time.monotonic() + 10
+    while new not in watchdog.watched_pids() and time.monotonic() < deadline:
+        time.sleep(0.01)  # it claims its slot right after the fork, in the child
 
-    assert replacement.exitcode == 0
+    assert watchdog.watched_pids() == {old, new}
 
 
 def test_a_process_beyond_the_slots_serves_unwatched_rather_than_failing(
@@ -125,3 +126,4 @@ def test_a_process_beyond_the_slots_serves_unwatched_rather_than_failing(
     extra.join(10)
 
     assert extra.exitcode == 0
+    assert extra.pid not in watchdog.watched_pids()
