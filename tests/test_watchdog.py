@@ -24,6 +24,14 @@ def _scan_until(watchdog: Watchdog, condition: Callable[[], bool], timeout: floa
         time.sleep(0.05)
 
 
+def _wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """A worker claims its slot right after the fork, in the child: moments after start() returns."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 @pytest.fixture
 def children() -> Iterator[list[multiprocessing.process.BaseProcess]]:
     started: list[multiprocessing.process.BaseProcess] = []
@@ -107,9 +115,7 @@ def test_a_replacement_worker_gets_a_slot_of_its_own(children: list[multiprocess
     children[0].join(10)
 
     new = _start(children, lambda: time.sleep(5))  # before any scan has freed the old slot
-    deadline = time.monotonic() + 10
-    while new not in watchdog.watched_pids() and time.monotonic() < deadline:
-        time.sleep(0.01)  # it claims its slot right after the fork, in the child
+    _wait_until(lambda: new in watchdog.watched_pids())
 
     assert watchdog.watched_pids() == {old, new}
 
@@ -118,8 +124,8 @@ def test_a_process_beyond_the_slots_serves_unwatched_rather_than_failing(
     children: list[multiprocessing.process.BaseProcess],
 ) -> None:
     watchdog = Watchdog(workers=1, timeout=30, metrics_dir=None)
-    for _ in range(2):  # both slots taken by live workers
-        _start(children, lambda: time.sleep(5))
+    workers = {_start(children, lambda: time.sleep(5)) for _ in range(2)}
+    _wait_until(lambda: watchdog.watched_pids() == workers)  # both slots taken by live workers
 
     extra = FORK.Process(target=lambda: (watchdog.started(), watchdog.finished()))
     extra.start()
