@@ -143,6 +143,11 @@ def _ms(value: float) -> str:
     return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
 
+def _priority(load: dict[str, Any]) -> str:
+    scheduling = load.get("scheduling", "normal")  # runs before it was recorded ran at normal priority
+    return " at a real-time priority (SCHED_FIFO)" if scheduling == "fifo" else " at normal priority"
+
+
 def markdown(result: dict[str, Any], chart_link: str) -> str:
     settings, machine = result["settings"], result["machine"]
     load = settings["load"]
@@ -150,7 +155,7 @@ def markdown(result: dict[str, Any], chart_link: str) -> str:
         BEGIN,
         f"Run `{result['id']}` ({result['mode']}): {load['rounds']} interleaved rounds of {load['duration']:g} s per "
         f"endpoint and side after a {load['warmup']:g} s warm-up, wrk {load['threads']} threads x "
-        f"{load['connections']} connections on loopback, {result['dataset']['items']:,} seeded items.",
+        f"{load['connections']} connections on loopback{_priority(load)}, {result['dataset']['items']:,} seeded items.",
         "",
         "| Endpoint | API req/s | Ceiling req/s | API / ceiling (median; per round) | API p50 / p99 ms "
         "| Ceiling p50 / p99 ms | CPU µs/req API / ceiling | Errors API / ceiling |",

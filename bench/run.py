@@ -36,6 +36,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="seconds of unmeasured load before each run")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument(
+        "--load-scheduling",
+        choices=("fifo", "normal"),
+        default="fifo",
+        help="wrk at a real-time priority (needs root or CAP_SYS_NICE; falls back to normal) or not",
+    )
     parser.add_argument("--items", type=int, default=10_000, help="items to seed")
     parser.add_argument("--endpoints", default=",".join(e.key for e in load.ENDPOINTS))
     parser.add_argument(
@@ -87,6 +93,7 @@ class BenchRun:
     wrk: str
     db: database.BenchDatabase
     run_id: str
+    scheduling: str  # wrk's: "fifo" (real-time priority) or "normal"
     first_id: int = 0
     last_id: int = 0
     token: str | None = None
@@ -127,7 +134,7 @@ def specs(ctx: BenchRun) -> tuple[servers.ServerSpec, servers.ServerSpec]:
 def one_run(ctx: BenchRun, endpoint: load.Endpoint, role: str, round_: int) -> dict[str, Any]:
     """Warm-up, then one measured wrk run, with the CPU the side used per request."""
     args = ctx.args
-    settings = load.LoadSettings(args.threads, args.connections, args.duration, timeout=5)
+    settings = load.LoadSettings(args.threads, args.connections, args.duration, timeout=5, scheduling=ctx.scheduling)
     if endpoint.key == "get_item":
         script_args = [str(ctx.first_id), str(ctx.last_id)]
     else:
@@ -188,6 +195,7 @@ def measure(ctx: BenchRun) -> dict[str, Any]:
         for running in ctx.running.values():
             servers.stop(running)
     load_settings = {"tool": "wrk", "threads": args.threads, "connections": args.connections}
+    load_settings |= {"scheduling": ctx.scheduling}
     load_settings |= {"duration": args.duration, "warmup": args.warmup, "rounds": args.rounds}
     return {
         "dataset": {"items": args.items, "first_id": ctx.first_id, "last_id": ctx.last_id,
@@ -205,10 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     wrk = load.ensure_wrk()
+    scheduling = load.scheduling(args.load_scheduling)
+    if scheduling != args.load_scheduling:
+        log("wrk at normal priority (no permission for a real-time one): its waits for a core count as latency")
     host = machine()  # before the load: its load average tells what else was running
     db = database.create(args.admin_db)
     try:
-        measured = measure(BenchRun(args, wrk, db, run_id))
+        measured = measure(BenchRun(args, wrk, db, run_id, scheduling))
     finally:
         database.drop(args.admin_db, db)
         log(f"database {db.name} dropped")
