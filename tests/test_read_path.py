@@ -114,3 +114,20 @@ def test_a_read_returns_its_pooled_connection_out_of_autocommit(fresh_database_u
             pooled.close()
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgresql_only
+@pytest.mark.parametrize(("timeout_ms", "shown"), [("0", "0"), ("5000", "5s")])
+def test_postgresql_sessions_run_in_utc_beside_the_statement_timeout(
+    fresh_database_url: URL, timeout_ms: str, shown: str
+) -> None:
+    """Timestamps come back with ``datetime.UTC``: neither psycopg nor the app converts them per value."""
+    app = create_app(app_config(fresh_database_url, DB_STATEMENT_TIMEOUT_MS=timeout_ms))
+    engine = app.extensions["database"].engine
+    try:
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SHOW TimeZone").scalar() == "UTC"
+            assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == shown
+            assert connection.exec_driver_sql("SELECT now()").scalar().tzinfo is UTC
+    finally:
+        engine.dispose()

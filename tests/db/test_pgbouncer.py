@@ -111,9 +111,9 @@ def test_prepared_statements_of_two_workers_collide_without_db_pgbouncer(
     Both workers' statements then meet on the same server connection (or miss it).
     Reads alone do not show it: a rollback makes psycopg forget its prepared statements.
     """
-    with start_pgbouncer() as bouncer:
-        # No statement timeout, so the app can connect at all (see the test above).
-        apps = list(_workers(_through(bouncer, fresh_database_url), 2, DB_STATEMENT_TIMEOUT_MS="0"))
+    # Startup options ignored, so the app can connect at all (see the tests above).
+    with start_pgbouncer(ignore_startup_parameters="extra_float_digits, options") as bouncer:
+        apps = list(_workers(_through(bouncer, fresh_database_url), 2))
         try:
             upgrade(apps[0].extensions["database"].engine)
             workers = _clients(apps)
