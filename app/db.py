@@ -42,26 +42,27 @@ class Query:
         self.sql = str(statement.compile(dialect=_POSTGRESQL))  # type: ignore[attr-defined]
 
 
-class Reader:
-    """The request's connection for reads and single-statement writes (not its session).
+class CoreReader:
+    """Reads and single-statement writes through a Core ``Connection``, in a transaction.
 
-    On PostgreSQL with autocommit reads (``PooledDriverReader``, below; here only for the
-    tests' bound connection), a statement runs as its compiled SQL on the psycopg
-    connection: no execution context or Row objects per request, and psycopg prepares a
-    statement server-side after a few runs. Elsewhere (SQLite; behind PgBouncer, where
-    reads keep a transaction for their statement_timeout) through a Core ``Connection``.
-    Both give rows as tuples, in the statement's column order.
+    For SQLite, and for PostgreSQL behind PgBouncer, where reads keep a transaction for
+    their statement_timeout (``SET LOCAL``). Rows come as tuples, in the statement's
+    column order, as from ``DriverReader``.
     """
 
-    def __init__(self, connection: Connection, *, on_driver: bool, owned: bool = True) -> None:
+    autocommit = False
+
+    def __init__(self, connection: Connection, *, owned: bool = True) -> None:
         self.connection = connection
-        self.dialect = connection.dialect
-        # The driver path is taken exactly where the connection is in autocommit.
-        self.autocommit = on_driver
         # False for the tests' bound connection: its transaction is the test's, so a reader
         # on it never commits, retries or closes it.
         self.owned = owned
-        self._driver: Any = connection.connection.driver_connection if on_driver else None
+
+    def all(self, query: Query, params: Mapping[str, Any]) -> Sequence[Values]:
+        return self.connection.execute(query.statement, params).all()
+
+    def first(self, query: Query, params: Mapping[str, Any]) -> Values | None:
+        return self.connection.execute(query.statement, params).first()
 
     def commit(self) -> None:
         self.connection.commit()
@@ -73,49 +74,28 @@ class Reader:
     def invalidate(self, exc: BaseException | None = None) -> None:
         self.connection.invalidate(exc)
 
-    def all(self, query: Query, params: Mapping[str, Any]) -> Sequence[Values]:
-        if self._driver is None:
-            return self.connection.execute(query.statement, params).all()
-        rows: list[Values] = self._run(query, params).fetchall()
-        return rows
 
-    def first(self, query: Query, params: Mapping[str, Any]) -> Values | None:
-        if self._driver is None:
-            return self.connection.execute(query.statement, params).first()
-        row: Values | None = self._run(query, params).fetchone()
-        return row
+class DriverReader:
+    """Reads and single-statement writes on a pooled psycopg connection itself, in autocommit.
 
-    def _run(self, query: Query, params: Mapping[str, Any]) -> Any:
-        try:
-            return self._driver.execute(query.sql, params)
-        except self.dialect.loaded_dbapi.Error as exc:
-            # As Core reports it: a lost connection is invalidated and marked so, and the
-            # error handlers (503) see SQLAlchemy's exception types.
-            dialect = self.dialect
-            gone = dialect.is_disconnect(exc, self._driver, None)
-            if gone:
-                self.invalidate(exc)
-            raise DBAPIError.instance(
-                query.sql, dict(params), exc, dialect.loaded_dbapi.Error, connection_invalidated=gone, dialect=dialect
-            ) from exc
-
-
-class PooledDriverReader(Reader):
-    """A reader on a connection of the pool itself, in autocommit while the request has it.
-
-    No Core ``Connection`` around it: checking one out with ``isolation_level="AUTOCOMMIT"``
-    costs about 11 µs more per request (its characteristics are set at checkout and reset at
-    checkin); here the psycopg connection's own switch is flipped, and flipped back before
-    it returns to the pool, where sessions expect transactions.
+    A statement runs as its compiled SQL: no execution context or Row objects per request,
+    and psycopg prepares it server-side after a few runs. No Core ``Connection`` either:
+    one checked out with ``isolation_level="AUTOCOMMIT"`` costs about 11 µs more per
+    request (its characteristics are set at checkout and reset at checkin); here the psycopg
+    connection's own switch is flipped, and flipped back before it returns to the pool,
+    where sessions expect transactions. Not owned (the tests' bound connection, inside the
+    test's transaction): left as it is, never committed, retried or closed.
     """
 
-    def __init__(self, pooled: PoolProxiedConnection, dialect: Dialect) -> None:
+    autocommit = True
+
+    def __init__(self, pooled: PoolProxiedConnection, dialect: Dialect, *, owned: bool = True) -> None:
         self.pooled = pooled
         self.dialect = dialect
-        self.autocommit = True
-        self.owned = True
-        self._driver = pooled.driver_connection
-        self._driver.autocommit = True
+        self.owned = owned
+        self._driver: Any = cast("Any", pooled.driver_connection)  # psycopg's, never None once checked out
+        if owned:
+            self._driver.autocommit = True
 
     def all(self, query: Query, params: Mapping[str, Any]) -> Sequence[Values]:
         rows: list[Values] = self._run(query, params).fetchall()
@@ -139,6 +119,24 @@ class PooledDriverReader(Reader):
 
     def invalidate(self, exc: BaseException | None = None) -> None:
         self.pooled.invalidate(exc)
+
+    def _run(self, query: Query, params: Mapping[str, Any]) -> Any:
+        try:
+            return self._driver.execute(query.sql, params)
+        except self.dialect.loaded_dbapi.Error as exc:
+            # As Core reports it: a lost connection is invalidated and marked so, and the
+            # error handlers (503) see SQLAlchemy's exception types.
+            dialect = self.dialect
+            gone = dialect.is_disconnect(exc, self._driver, None)
+            if gone:
+                self.invalidate(exc)
+            raise DBAPIError.instance(
+                query.sql, dict(params), exc, dialect.loaded_dbapi.Error, connection_invalidated=gone, dialect=dialect
+            ) from exc
+
+
+# The request's connection for reads and single-statement writes (not its session).
+Reader = CoreReader | DriverReader
 
 
 class Database:
@@ -164,18 +162,13 @@ class Database:
     def reader(self, *, ping: bool = False) -> Reader:
         """A reader on a pooled connection, pinged at checkout only if ``ping``."""
         if self.bound is not None:
-            return Reader(self.bound, on_driver=self.reads_on_driver, owned=False)
-        if self.reads_on_driver:
-            if ping:
-                return PooledDriverReader(self._pooled(), self.engine.dialect)
-            with skipping_the_ping():
-                return PooledDriverReader(self._pooled(), self.engine.dialect)
-        if ping:
-            connection = self.engine.connect()
-        else:
-            with skipping_the_ping():
-                connection = self.engine.connect()
-        return Reader(connection, on_driver=False)
+            if self.reads_on_driver:
+                return DriverReader(self.bound.connection, self.engine.dialect, owned=False)
+            return CoreReader(self.bound, owned=False)
+        with contextlib.nullcontext() if ping else skipping_the_ping():
+            if self.reads_on_driver:
+                return DriverReader(self._pooled(), self.engine.dialect)
+            return CoreReader(self.engine.connect())
 
     def _pooled(self) -> PoolProxiedConnection:
         """A connection of the pool; a failure to connect reported as Core reports it (a DBAPIError)."""

@@ -2,8 +2,8 @@
 
 ``TRUSTED_PROXY_HOPS`` says how many proxies stand in front (Caddy: 1); the headers are
 honoured only when the connection comes from an address in ``FORWARDED_ALLOW_IPS``.
-Anyone else who reaches the port directly,
-another container or pod, is keyed and logged by its own address.
+Anyone else who reaches the port directly, another container or pod, is keyed and logged
+by its own address.
 """
 
 from __future__ import annotations
