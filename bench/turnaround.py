@@ -82,7 +82,7 @@ def captured_run(url: str, settings: load.LoadSettings, workdir: Path) -> tuple[
     if tcpdump.stderr is not None:
         tcpdump.stderr.readline()  # "listening on lo ...": capturing from here on
     try:
-        wrk = load.run(shutil.which("wrk") or "wrk", base_url, endpoint, settings, duration=settings.duration,
+        wrk = load.run(load.ensure_wrk(), base_url, endpoint, settings, duration=settings.duration,
                        script_args=["turnaround"], headers={})  # fmt: skip
     finally:
         time.sleep(0.2)
