@@ -71,6 +71,9 @@ class JsonFormatter(OrjsonFormatter):
                 "exc_info": "exception",
             },
         )
+        # What the library leaves out of the extras: its reserved attributes and the
+        # fields of the format, from its public attribute and method.
+        self._not_extras = frozenset({*self.reserved_attrs, *self.parse()})
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return _timestamp(record)
@@ -92,7 +95,7 @@ class JsonFormatter(OrjsonFormatter):
             "pid": record.process,
             "event": message,
         }
-        skip = self._skip_fields
+        skip = self._not_extras
         for key, value in record.__dict__.items():
             if key not in skip:
                 if key.__class__ is not str:  # an extra={1: ...}: as odd as it is, the library's way
