@@ -43,7 +43,7 @@ def test_wrk_gets_a_real_time_priority_when_the_process_may_set_one() -> None:
     assert _scheduling_in_a_process([]) == "fifo"
 
 
-def test_normal_priority_asked_for_is_normal_even_when_real_time_is_allowed() -> None:
+def test_normal_priority_asked_for_stays_normal_without_a_probe() -> None:
     from bench.load import scheduling
 
     assert scheduling("normal") == "normal"
