@@ -50,8 +50,6 @@ class CoreReader:
     column order, as from ``DriverReader``.
     """
 
-    autocommit = False
-
     def __init__(self, connection: Connection, *, owned: bool = True) -> None:
         self.connection = connection
         # False for the tests' bound connection: its transaction is the test's, so a reader
@@ -86,8 +84,6 @@ class DriverReader:
     where sessions expect transactions. Not owned (the tests' bound connection, inside the
     test's transaction): left as it is, never committed, retried or closed.
     """
-
-    autocommit = True
 
     def __init__(self, pooled: PoolProxiedConnection, dialect: Dialect, *, owned: bool = True) -> None:
         self.pooled = pooled
@@ -232,8 +228,8 @@ def write_alone(statement: Callable[[Reader], T]) -> T:
     if reader is None:
         reader = g.db_reader = get_database().reader(ping=True)
     result = statement(reader)
-    if not reader.autocommit and reader.owned:
-        reader.commit()
+    if reader.owned:
+        reader.commit()  # on the psycopg connection in autocommit: nothing left to commit
     return result
 
 
