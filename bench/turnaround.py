@@ -63,10 +63,6 @@ def turnarounds(capture: Path, server_port: int) -> list[float]:
     return result
 
 
-def percentile(values: list[float], share: float) -> float:
-    return sorted(values)[min(len(values) - 1, int(len(values) * share))]
-
-
 def captured_run(url: str, settings: load.LoadSettings, workdir: Path) -> tuple[dict[str, float], list[float]]:
     """One wrk run with tcpdump capturing the requests and answers (packets carrying data)."""
     parts = urlsplit(url)
@@ -109,10 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         for scheduling in ("normal", "fifo"):
             settings = load.LoadSettings(args.threads, args.connections, args.duration, 5, scheduling)
             wrk, server = captured_run(args.url, settings, Path(workdir))
-            if not server:
-                print(f"no request and answer captured at {scheduling} priority", file=sys.stderr)
+            if len(server) < 2:
+                print(f"fewer than two requests and answers captured at {scheduling} priority", file=sys.stderr)
                 return 1
-            p50, p99 = percentile(server, 0.5) * 1e3, percentile(server, 0.99) * 1e3
+            p50, p99 = statistics.median(server) * 1e3, statistics.quantiles(server, n=100)[98] * 1e3
             print(
                 f"| {scheduling} | {wrk['rps']:,.0f} | {wrk['p50_ms']:.2f} / {wrk['p99_ms']:.2f} "
                 f"| {wrk['p99_ms'] / wrk['p50_ms']:.1f}x | {p50:.2f} / {p99:.2f} | {p99 / p50:.1f}x |"
