@@ -194,9 +194,15 @@ def measure(ctx: BenchRun) -> dict[str, Any]:
     finally:
         for running in ctx.running.values():
             servers.stop(running)
-    load_settings = {"tool": "wrk", "threads": args.threads, "connections": args.connections}
-    load_settings |= {"scheduling": ctx.scheduling}
-    load_settings |= {"duration": args.duration, "warmup": args.warmup, "rounds": args.rounds}
+    load_settings = {
+        "tool": "wrk",
+        "threads": args.threads,
+        "connections": args.connections,
+        "scheduling": ctx.scheduling,
+        "duration": args.duration,
+        "warmup": args.warmup,
+        "rounds": args.rounds,
+    }
     return {
         "dataset": {"items": args.items, "first_id": ctx.first_id, "last_id": ctx.last_id,
                     "deep_cursor": ctx.deep, "token": ctx.token is not None},
